@@ -1,0 +1,140 @@
+"""Dependencies: the pool, the writer, and the site a key names (handlers never see keys)."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.errors import Forbidden, Unauthorized
+from app.rulesets import RulesetCache
+from app.store import sites as site_store
+from app.store.sites import Site
+from app.writer import Writer
+
+SITE_CACHE_SECONDS = 10.0
+
+
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.state, name)
+
+
+async def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = _state(request, "pool")
+    return pool
+
+
+async def _conn(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    pool: asyncpg.Pool = _state(request, "pool")
+    async with pool.acquire() as conn:
+        yield conn
+
+
+async def _writer(request: Request) -> Writer:
+    writer: Writer = _state(request, "writer")
+    return writer
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = _state(request, "settings")
+    return settings
+
+
+async def _rulesets(request: Request) -> RulesetCache:
+    cache: RulesetCache = _state(request, "rulesets")
+    return cache
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+Conn = Annotated[asyncpg.Connection, Depends(_conn)]
+WriterDep = Annotated[Writer, Depends(_writer)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+Rulesets = Annotated[RulesetCache, Depends(_rulesets)]
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def basic_username(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        username = base64.b64decode(token.strip()).decode().partition(":")[0]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return username or None
+
+
+class WriteKeySites:
+    """write key -> Site, cached briefly per process (ingestion must not query per request)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[float, Site | None]] = {}
+
+    async def site(self, pool: asyncpg.Pool, write_key: str) -> Site | None:
+        hit = self._cache.get(write_key)
+        if hit and time.monotonic() - hit[0] < SITE_CACHE_SECONDS:
+            return hit[1]
+        async with pool.acquire() as conn:
+            site = await site_store.site_by_write_key(conn, write_key)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[write_key] = (time.monotonic(), site)
+        return site
+
+
+async def resolve_write_site(request: Request, body_key: str | None) -> Site:
+    key = basic_username(request) or body_key or request.query_params.get("writeKey") or bearer_token(request)
+    if not key:
+        raise Unauthorized(
+            "a write key is required (Basic auth, writeKey in the body or ?writeKey=)", "missing_write_key"
+        )
+    sites: WriteKeySites = _state(request, "write_sites")
+    site = await sites.site(_state(request, "pool"), key)
+    if site is None:
+        raise Unauthorized("unknown write key", "invalid_write_key")
+    return site
+
+
+async def _secret_site(request: Request, conn: asyncpg.Connection) -> tuple[Site, str]:
+    token = bearer_token(request)
+    if not token:
+        raise Unauthorized("send the site's read or admin key as 'Authorization: Bearer <key>'", "missing_key")
+    found = await site_store.site_by_secret_key(conn, token)
+    if found is None:
+        raise Unauthorized("unknown key", "invalid_key")
+    return found
+
+
+async def read_site(request: Request, conn: Conn) -> Site:
+    return (await _secret_site(request, conn))[0]
+
+
+async def admin_site(request: Request, conn: Conn) -> Site:
+    site, kind = await _secret_site(request, conn)
+    if kind != "admin":
+        raise Forbidden("this needs the site's admin key", "admin_key_required")
+    return site
+
+
+async def root_admin(request: Request, settings: SettingsDep) -> None:
+    expected = settings.admin_token.get_secret_value() if settings.admin_token else None
+    token = bearer_token(request)
+    if not expected:
+        raise Forbidden("RACETRACK_ADMIN_TOKEN is not set on the server", "admin_token_unset")
+    if not token or not hmac.compare_digest(token, expected):
+        raise Unauthorized("root admin token required", "invalid_admin_token")
+
+
+ReadSite = Annotated[Site, Depends(read_site)]
+AdminSite = Annotated[Site, Depends(admin_site)]
+RootAdmin = Depends(root_admin)

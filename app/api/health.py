@@ -1,0 +1,39 @@
+"""Liveness, readiness (the database answers) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import Pool
+from app.jsonresponse import JSONAnswer
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the database is reachable")
+async def readyz(pool: Pool) -> JSONAnswer:
+    try:
+        async with asyncio.timeout(2):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except Exception as exc:
+        return JSONAnswer(
+            {"code": "database_unavailable", "message": str(exc) or type(exc).__name__, "details": []},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    return JSONAnswer({"status": "ready"})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,146 @@
+"""Ingestion endpoints in Segment's HTTP API shape (DESIGN §2). Thin: parse, normalize, hand to the writer."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from app.api.deps import SettingsDep, WriterDep, resolve_write_site
+from app.config import Settings
+from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
+from app.errors import BadRequest, RacetrackError
+from app.jsonresponse import JSONAnswer
+from app.store.sites import Site
+from app.wire.body import parse_json, read_body
+
+router = APIRouter(tags=["ingestion"])
+SINGLE_TYPES = ("track", "page", "screen", "identify", "alias", "group")
+# 1x1 transparent GIF
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
+
+
+def _receipt(request: Request, site: Site, settings: Settings, body: Mapping[str, Any]) -> Receipt:
+    context = body.get("context")
+    return Receipt(
+        received_at=datetime.now(UTC),
+        site_domains=site.domains,
+        batch_sent_at=body.get("sentAt"),
+        batch_context=context if isinstance(context, Mapping) else None,
+        ip=request.client.host if request.client else None,
+        ip_salt=settings.ip_salt.get_secret_value(),
+        max_future=timedelta(hours=settings.max_future_skew_hours),
+    )
+
+
+def _split(
+    messages: list[Any], receipt: Receipt, settings: Settings
+) -> tuple[list[IncomingEvent], list[tuple[int, Rejection, str]]]:
+    accepted: list[IncomingEvent] = []
+    rejected: list[tuple[int, Rejection, str]] = []
+    for index, raw in enumerate(messages):
+        encoded = orjson.dumps(raw).decode()
+        if len(encoded) > settings.message_max_bytes:
+            msg_id = raw.get("messageId") if isinstance(raw, Mapping) else None
+            too_big = Rejection(
+                "message_too_large",
+                f"message exceeds {settings.message_max_bytes} bytes",
+                "message",
+                msg_id if isinstance(msg_id, str) else None,
+            )
+            rejected.append((index, too_big, encoded))
+            continue
+        result = normalize(raw, receipt)
+        if isinstance(result, Rejection):
+            rejected.append((index, result, encoded))
+        else:
+            accepted.append(result)
+    return accepted, rejected
+
+
+async def _ingest(
+    request: Request, writer: WriterDep, settings: Settings, body: Any, messages: list[Any]
+) -> dict[str, Any]:
+    body_key = body.get("writeKey") if isinstance(body, Mapping) else None
+    site = await resolve_write_site(request, body_key if isinstance(body_key, str) else None)
+    receipt = _receipt(request, site, settings, body if isinstance(body, Mapping) else {})
+    accepted, rejected = _split(messages, receipt, settings)
+    written = await writer.submit(site.site_id, accepted, [(r, raw) for _, r, raw in rejected])
+    return {
+        "success": True,
+        "accepted": written.accepted,
+        "duplicates": written.duplicates,
+        "rejected": [
+            {"index": i, "messageId": r.message_id, "code": r.code, "message": r.message, "field": r.field}
+            for i, r, _ in rejected
+        ],
+    }
+
+
+@router.post("/v1/batch", summary="Segment batch: {batch: [messages], sentAt, context, writeKey}")
+async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
+    body = parse_json(await read_body(request, settings.request_max_bytes))
+    messages = body.get("batch") if isinstance(body, Mapping) else None
+    if not isinstance(messages, list):
+        raise BadRequest(
+            "body must be an object with a 'batch' array",
+            "invalid_batch",
+            [{"field": "batch", "message": "must be an array of messages"}],
+        )
+    return JSONAnswer(await _ingest(request, writer, settings, body, messages))
+
+
+async def _single(kind: str, request: Request, writer: WriterDep, settings: Settings) -> JSONAnswer:
+    body = parse_json(await read_body(request, settings.request_max_bytes))
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "body must be a JSON object (one message)",
+            "invalid_message",
+            [{"field": "message", "message": "must be an object"}],
+        )
+    message = {**body, "type": kind}
+    answer = await _ingest(request, writer, settings, body, [message])
+    if answer["rejected"]:
+        first = answer["rejected"][0]
+        raise BadRequest(first["message"], first["code"], [{"field": first["field"], "message": first["message"]}])
+    return JSONAnswer(answer)
+
+
+def _single_route(kind: str) -> None:
+    async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
+        return await _single(kind, request, writer, settings)
+
+    endpoint.__name__ = f"ingest_{kind}"
+    router.add_api_route(f"/v1/{kind}", endpoint, methods=["POST"], summary=f"One Segment {kind} message")
+
+
+for _kind in SINGLE_TYPES:
+    _single_route(_kind)
+
+
+@router.get("/v1/pixel.gif", summary="Tracking pixel: ?data=<base64url JSON message>&writeKey=")
+async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: str = "") -> Response:
+    headers = dict(NO_CACHE)
+    try:
+        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        message = parse_json(raw)
+        if not isinstance(message, dict):
+            raise BadRequest("data must encode one JSON object", "invalid_message")
+        message.setdefault("type", "track")
+        answer = await _ingest(request, writer, settings, message, [message])
+        status = 400 if answer["rejected"] else 200
+        if answer["rejected"]:
+            headers["X-Racetrack-Error"] = answer["rejected"][0]["code"]
+    except (binascii.Error, ValueError):
+        status, headers["X-Racetrack-Error"] = 400, "malformed_data"
+    except RacetrackError as exc:
+        status, headers["X-Racetrack-Error"] = exc.status, exc.code
+        headers.update(exc.headers())
+    return Response(PIXEL, status_code=status, media_type="image/gif", headers=headers)

@@ -1,0 +1,149 @@
+"""racetrack serve | migrate | create-site | demo | rules validate"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from app.config import Settings
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from app.store.database import start_embedded
+
+    url = start_embedded(settings.data_dir)
+    print(f"racetrack: embedded PostgreSQL in {settings.data_dir.resolve()}/pgdata", file=sys.stderr)
+    return url
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app.store.database import migrate
+
+    url = _database_url(settings)
+    migrate(url)
+    os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
+    uvicorn.run(
+        "app.main:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.store.database import migrate
+
+    migrate(_database_url(settings))
+    print("racetrack: migrations applied")
+    return 0
+
+
+async def _create_site(url: str, name: str, timezone: str, domains: list[str]) -> dict[str, Any]:
+    import asyncpg
+
+    from app.store import sites
+    from app.store.database import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        site, keys = await sites.create_site(conn, name, timezone, domains)
+    finally:
+        await conn.close()
+    return {
+        "id": site.site_id,
+        "name": site.name,
+        "timezone": site.timezone,
+        "domains": list(site.domains),
+        "write_key": keys.write_key,
+        "read_key": keys.read_key,
+        "admin_key": keys.admin_key,
+    }
+
+
+def cmd_create_site(args: argparse.Namespace, settings: Settings) -> int:
+    from app.store.database import migrate
+
+    url = _database_url(settings)
+    migrate(url)
+    created = asyncio.run(_create_site(url, args.name, args.timezone, args.domain or []))
+    print(orjson.dumps(created, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from app.demo import load_demo
+    from app.store.database import migrate
+
+    url = _database_url(settings)
+    migrate(url)
+    summary = asyncio.run(load_demo(url, persons=args.persons, days=args.days, seed=args.seed))
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_rules_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.domain.rules import RuleError, compile_ruleset
+
+    try:
+        document = yaml.safe_load(Path(args.file).read_text())
+        compiled = compile_ruleset(document)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{args.file}: cannot read: {exc}", file=sys.stderr)
+        return 2
+    except RuleError as exc:
+        for problem in exc.problems:
+            print(f"{args.file}: {problem['message']}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok, {len(compiled.rules)} rules: {', '.join(r.goal for r in compiled.rules)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="racetrack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, then serve HTTP")
+    serve.add_argument("--host", default=os.environ.get("RACETRACK_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("RACETRACK_PORT", "8000")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("RACETRACK_WORKERS", "1")))
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    create = sub.add_parser("create-site", help="create a site and print its keys")
+    create.add_argument("name")
+    create.add_argument("--timezone", default="UTC")
+    create.add_argument("--domain", action="append", help="the site's own host (repeatable)")
+    create.set_defaults(func=cmd_create_site)
+    demo = sub.add_parser("demo", help="create a demo site and load realistic events through the write path")
+    demo.add_argument("--persons", type=int, default=300)
+    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+    rules = sub.add_parser("rules", help="goal rules").add_subparsers(dest="rules_command", required=True)
+    validate = rules.add_parser("validate", help="check a YAML ruleset")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_rules_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args, Settings()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""KPI definitions (DESIGN §5) over counts, and the buckets of a period in a time zone. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+
+class Granularity(StrEnum):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    aligned: datetime  # the calendar start (date_trunc), the key rows are matched on
+    start: datetime  # aligned clipped to the period's start
+    end: datetime  # next calendar start clipped to the period's end
+
+
+def _next_start(local: datetime, granularity: Granularity) -> datetime:
+    if granularity is Granularity.DAY:
+        day = local.date() + timedelta(days=1)
+    elif granularity is Granularity.WEEK:
+        day = local.date() + timedelta(days=7)
+    else:
+        day = date(local.year + local.month // 12, local.month % 12 + 1, 1)
+    return datetime.combine(day, time(), tzinfo=local.tzinfo)
+
+
+def _floor(moment: datetime, granularity: Granularity, zone: ZoneInfo) -> datetime:
+    local = moment.astimezone(zone)
+    day = local.date()
+    if granularity is Granularity.WEEK:
+        day -= timedelta(days=day.weekday())
+    elif granularity is Granularity.MONTH:
+        day = day.replace(day=1)
+    return datetime.combine(day, time(), tzinfo=zone)
+
+
+def buckets(start: datetime, end: datetime, granularity: Granularity, zone: ZoneInfo) -> list[Bucket]:
+    """Calendar buckets of [start, end) in zone; day/week (ISO, Monday)/month, or one total bucket."""
+    if granularity is Granularity.TOTAL:
+        return [Bucket(start, start, end)]
+    out: list[Bucket] = []
+    aligned = _floor(start, granularity, zone)
+    while aligned < end:
+        following = _next_start(aligned, granularity)
+        out.append(Bucket(aligned, max(aligned, start), min(following, end)))
+        aligned = following
+    return out
+
+
+def parse_bound(value: str, zone: ZoneInfo) -> datetime:
+    """A date (local midnight in zone) or an ISO timestamp (zone applied when it has no offset)."""
+    if len(value) == 10:
+        return datetime.combine(date.fromisoformat(value), time(), tzinfo=zone)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)
+
+
+@dataclass(slots=True)
+class Counts:
+    """Additive and distinct counts of one bucket and group, as the store computes them."""
+
+    visitors: int = 0
+    new_visitors: int = 0
+    sessions: int = 0
+    pageviews: int = 0
+    bounces: int = 0
+    session_seconds: float = 0.0
+    act_events: int = 0
+    leads: int = 0
+    lead_persons: int = 0
+    orders: int = 0
+    revenue: float = 0.0
+    new_customers: int = 0
+    order_persons: int = 0
+    offline_orders: int = 0
+    offline_revenue: float = 0.0
+    engage_events: int = 0
+    repeat_orders: int = 0
+    repeat_customers: int = 0
+    customers_to_date: int = 0
+    active_customers: int = 0
+    revenue_to_date: float = 0.0
+    nps_responses: int = 0
+    nps_promoters: int = 0
+    nps_detractors: int = 0
+
+
+COUNT_FIELDS = tuple(f.name for f in fields(Counts))
+
+KPI_NAMES = (
+    "visitors",
+    "new_visitors",
+    "sessions",
+    "pageviews",
+    "bounce_rate",
+    "value_per_visit",
+    "act_events",
+    "leads",
+    "lead_rate",
+    "pages_per_session",
+    "avg_session_seconds",
+    "orders",
+    "revenue",
+    "aov",
+    "new_customers",
+    "conversion_rate",
+    "offline_orders",
+    "offline_revenue",
+    "engage_events",
+    "repeat_orders",
+    "repeat_customers",
+    "repeat_purchase_rate",
+    "customers_to_date",
+    "active_customer_rate",
+    "clv",
+    "nps",
+)
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 else numerator / denominator
+
+
+def kpis_of(c: Counts) -> dict[str, float | int | None]:
+    nps = ratio(100 * (c.nps_promoters - c.nps_detractors), c.nps_responses)
+    return {
+        "visitors": c.visitors,
+        "new_visitors": c.new_visitors,
+        "sessions": c.sessions,
+        "pageviews": c.pageviews,
+        "bounce_rate": ratio(c.bounces, c.sessions),
+        "value_per_visit": ratio(c.revenue, c.sessions),
+        "act_events": c.act_events,
+        "leads": c.leads,
+        "lead_rate": ratio(c.lead_persons, c.visitors),
+        "pages_per_session": ratio(c.pageviews, c.sessions),
+        "avg_session_seconds": ratio(c.session_seconds, c.sessions),
+        "orders": c.orders,
+        "revenue": c.revenue,
+        "aov": ratio(c.revenue, c.orders),
+        "new_customers": c.new_customers,
+        "conversion_rate": ratio(c.order_persons, c.visitors),
+        "offline_orders": c.offline_orders,
+        "offline_revenue": c.offline_revenue,
+        "engage_events": c.engage_events,
+        "repeat_orders": c.repeat_orders,
+        "repeat_customers": c.repeat_customers,
+        "repeat_purchase_rate": ratio(c.repeat_customers, c.order_persons),
+        "customers_to_date": c.customers_to_date,
+        "active_customer_rate": ratio(c.active_customers, c.customers_to_date),
+        "clv": ratio(c.revenue_to_date, c.customers_to_date),
+        "nps": nps,
+    }
+
+
+def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:
+    """Each step's persons, rate against the previous step and against the top."""
+    top = counts[0][1] if counts else 0
+    steps: list[dict[str, object]] = []
+    previous: int | None = None
+    for label, persons in counts:
+        steps.append(
+            {
+                "persons": persons,
+                "rate_from_previous": None if previous is None else ratio(persons, previous),
+                "rate_from_top": ratio(persons, top),
+                "label": label,
+            }
+        )
+        previous = persons
+    return steps

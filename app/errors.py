@@ -1,0 +1,116 @@
+"""Error answers: always JSON with top-level string `code` and `message`, plus `details`.
+
+RacetrackError
+  x BadRequest (400: malformed_json, invalid_message, invalid_parameter, ...)
+  x Unauthorized (401: missing_key, invalid_key)
+  x Forbidden (403: wrong_key_kind)
+  x NotFound (404)
+  x PayloadTooLarge (413: payload_too_large)
+  x Unprocessable (422: invalid_ruleset, ...)
+  x Unavailable (503: database_unavailable, writer_saturated; sets Retry-After)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from app.jsonresponse import JSONAnswer
+
+log = logging.getLogger("racetrack.errors")
+
+
+class RacetrackError(Exception):
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code or self.default_code
+        self.message = message
+        self.details = details or []
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class BadRequest(RacetrackError):
+    status, default_code = 400, "bad_request"
+
+
+class Unauthorized(RacetrackError):
+    status, default_code = 401, "invalid_key"
+
+
+class Forbidden(RacetrackError):
+    status, default_code = 403, "forbidden"
+
+
+class NotFound(RacetrackError):
+    status, default_code = 404, "not_found"
+
+
+class PayloadTooLarge(RacetrackError):
+    status, default_code = 413, "payload_too_large"
+
+
+class Unprocessable(RacetrackError):
+    status, default_code = 422, "unprocessable"
+
+
+class Unavailable(RacetrackError):
+    status, default_code = 503, "unavailable"
+
+    def __init__(self, message: str, code: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None, headers: dict[str, str] | None = None
+) -> JSONAnswer:
+    body = {"code": code, "message": message, "details": details or []}
+    return JSONAnswer(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = loc[1:] if loc and loc[0] in ("query", "body", "path", "header") else loc
+    return ".".join(str(p) for p in parts) or "request"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RacetrackError)
+    async def _racetrack(request: Request, exc: RacetrackError) -> JSONAnswer:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONAnswer:
+        details = [{"field": _field(err["loc"]), "message": err["msg"], "type": err["type"]} for err in exc.errors()]
+        first = details[0]["field"] if details else "request"
+        return error_response(422, "invalid_parameter", f"invalid value for {first}", details)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONAnswer:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(OSError)
+    async def _db_down(request: Request, exc: Exception) -> JSONAnswer:
+        log.warning("database unavailable: %s", exc)
+        return error_response(
+            503, "database_unavailable", "database unavailable, retry later", headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONAnswer:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error; it has been logged")

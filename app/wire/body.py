@@ -1,0 +1,46 @@
+"""Request bodies: size caps measured after decompression, gzip/deflate, JSON in any content type."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from app.errors import BadRequest, PayloadTooLarge
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    encoding = request.headers.get("content-encoding", "identity").lower().strip()
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit and encoding == "identity":
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    if encoding in ("identity", ""):
+        return bytes(received)
+    if encoding not in ("gzip", "deflate", "x-gzip"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}", "unsupported_encoding")
+    return _inflate(bytes(received), encoding, limit)
+
+
+def _inflate(data: bytes, encoding: str, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(data, limit + 1)  # a decompression bomb is cut off here
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+        return out + inflater.flush()
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding}: {exc}", "malformed_body") from None
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise BadRequest("request body is empty", "empty_body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", "malformed_json") from None

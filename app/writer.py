@@ -1,0 +1,143 @@
+"""Group-commit writer: requests wait here until *their* events are committed (DESIGN §1).
+
+Concurrent submissions are gathered for up to flush_max_wait_ms (or flush_max_events) and written
+per site in one transaction: ledgers, identity links, events, person facts, sessions, failed events.
+A submission's future resolves only after COMMIT; if the transaction fails it fails too (-> 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from app.config import Settings
+from app.domain.normalize import IncomingEvent, Rejection
+from app.errors import Unavailable
+from app.rulesets import RulesetCache
+from app.store import events as store
+
+log = logging.getLogger("racetrack.writer")
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class _Submission:
+    site_id: int
+    events: Sequence[IncomingEvent]
+    failures: Sequence[tuple[Rejection, str]]
+    done: asyncio.Future[Written] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Writer:
+    def __init__(self, pool: asyncpg.Pool, rulesets: RulesetCache, settings: Settings) -> None:
+        self._pool = pool
+        self._rulesets = rulesets
+        self._settings = settings
+        self._queue: list[_Submission] = []
+        self._pending_events = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @classmethod
+    @asynccontextmanager
+    async def running(cls, pool: asyncpg.Pool, rulesets: RulesetCache, settings: Settings) -> AsyncIterator[Writer]:
+        writer = cls(pool, rulesets, settings)
+        writer._task = asyncio.create_task(writer._run(), name="racetrack-writer")
+        try:
+            yield writer
+        finally:
+            await writer.drain()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._pending_events
+
+    async def submit(
+        self, site_id: int, events: Sequence[IncomingEvent], failures: Sequence[tuple[Rejection, str]] = ()
+    ) -> Written:
+        if self._closing:
+            raise Unavailable("shutting down, retry later", "shutting_down", self._settings.retry_after_seconds)
+        if self._pending_events + len(events) > self._settings.writer_max_pending:
+            raise Unavailable("writer saturated, retry later", "writer_saturated", self._settings.retry_after_seconds)
+        submission = _Submission(site_id, events, failures)
+        self._queue.append(submission)
+        self._pending_events += len(events)
+        if self._pending_events >= self._settings.flush_max_events or len(self._queue) == 1:
+            self._wakeup.set()
+        return await asyncio.shield(submission.done)
+
+    async def drain(self) -> None:
+        """Write what is queued, then stop (SIGTERM path)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task:
+            await self._task
+
+    async def _run(self) -> None:
+        wait = self._settings.flush_max_wait_ms / 1000
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._closing and self._pending_events < self._settings.flush_max_events:
+                await asyncio.sleep(wait)  # gather concurrent requests into this flush
+            batch, self._queue = self._queue, []
+            self._pending_events -= sum(len(s.events) for s in batch)
+            if batch:
+                await self._flush(batch)
+            if self._closing and not self._queue:
+                return
+            if self._queue:
+                self._wakeup.set()
+
+    async def _flush(self, batch: list[_Submission]) -> None:
+        by_site: dict[int, list[_Submission]] = {}
+        for submission in batch:
+            by_site.setdefault(submission.site_id, []).append(submission)
+        for site_id, submissions in by_site.items():
+            try:
+                stored = await self._write_site(site_id, submissions)
+            except Exception as exc:
+                log.warning("flush for site %s failed: %s", site_id, exc)
+                error = Unavailable(
+                    "events not stored, retry later", "database_unavailable", self._settings.retry_after_seconds
+                )
+                for s in submissions:
+                    if not s.done.done():
+                        s.done.set_exception(error)
+                continue
+            for s in submissions:
+                accepted = sum(1 for e in s.events if e.message_id in stored and stored[e.message_id] is s)
+                if not s.done.done():
+                    s.done.set_result(Written(accepted, len(s.events) - accepted))
+
+    async def _write_site(self, site_id: int, submissions: list[_Submission]) -> dict[str, _Submission]:
+        events = [e for s in submissions for e in s.events]
+        failures = [f for s in submissions for f in s.failures]
+        owner: dict[str, _Submission] = {}
+        for s in submissions:
+            for e in s.events:
+                owner.setdefault(e.message_id, s)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    ruleset_for = await self._rulesets.resolver(conn, site_id)
+                    result = await store.write_events(conn, site_id, events, ruleset_for)
+                    await store.insert_failed(conn, site_id, failures)
+                return {m: owner[m] for m in result.stored}
+            except asyncpg.DeadlockDetectedError:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info("deadlock on flush for site %s, retrying", site_id)
+        raise AssertionError("unreachable")
