@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     migrate(url)
     os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
+    # uvicorn drains, then re-raises SIGTERM to the previous handler: exit cleanly so atexit hooks
+    # (stopping an embedded PostgreSQL) run.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         "app.main:app_from_env",
         factory=True,
