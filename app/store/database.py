@@ -41,9 +41,12 @@ def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    root = Path(__file__).resolve().parents[2]
-    ini = root / "alembic.ini"
-    cfg = Config(str(ini)) if ini.exists() else Config()
+    # The project folder (editable install, tests) or the working directory (the Docker image).
+    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
+    root = next((r for r in roots if (r / "migrations" / "env.py").exists()), None)
+    if root is None:
+        raise RuntimeError(f"no migrations/ folder in {' or '.join(map(str, roots))}")
+    cfg = Config(str(root / "alembic.ini"))
     cfg.set_main_option("script_location", str(root / "migrations"))
     cfg.set_main_option("url_override", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
