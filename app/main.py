@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, ingest, kpis, sites
+from app.api import health, ingest, kpis, sites, targets
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.config import Settings
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONAnswer,
     )
     add_error_handlers(app)
-    for router in (ingest.router, kpis.router, sites.router, health.router):
+    for router in (ingest.router, kpis.router, targets.router, sites.router, health.router):
         app.include_router(router)
     app.add_middleware(CORSEverywhere)
     return app

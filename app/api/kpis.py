@@ -16,6 +16,7 @@ from app.domain.kpis import KPI_NAMES, Bucket, Granularity, buckets, funnel_step
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
 from app.store import kpi_queries
+from app.store import targets as targets_store
 from app.store.kpi_queries import BREAKDOWNS
 from app.store.sites import Site
 
@@ -117,9 +118,13 @@ async def kpis(
     counts = await kpi_queries.kpi_counts(conn, q, bucket_list)
     groups = sorted({grp for _, grp in counts}) if breakdown else [""]
     rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in bucket_list for grp in groups]
+    planned: list[str] = []
+    if granularity is Granularity.MONTH:
+        planned = await _add_targets(conn, site, bucket_list, rows, zone)
     if _wants_csv(request, format):
-        flat = [{"start": r["start"], "end": r["end"], "group": r["group"], **r["kpis"]} for r in rows]
-        return _csv(flat, ["start", "end", "group", *KPI_NAMES], "kpis.csv")
+        flat = [_flat(r) for r in rows]
+        plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment")]
+        return _csv(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
     return JSONAnswer(
         {
             "site": site.site_id,
@@ -131,6 +136,33 @@ async def kpis(
             "buckets": rows,
         }
     )
+
+
+async def _add_targets(
+    conn: Any, site: Site, bucket_list: list[Bucket], rows: list[dict[str, Any]], zone: ZoneInfo
+) -> list[str]:
+    """Month buckets carry {kpi: {"target", "attainment"}} for the KPIs that have a target."""
+    months = [b.aligned.astimezone(zone).date() for b in bucket_list]
+    found = await targets_store.targets_between(conn, site.site_id, months[0], months[-1])
+    for row in rows:
+        month = datetime.fromisoformat(row["start"]).date().replace(day=1)
+        row["targets"] = {
+            kpi: {"target": value, "attainment": _attainment(row["kpis"].get(kpi), value)}
+            for (kpi, target_month), value in found.items()
+            if target_month == month
+        }
+    return sorted({kpi for kpi, _ in found})
+
+
+def _attainment(actual: Any, target: float) -> float | None:
+    return None if actual is None or target == 0 else actual / target
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    flat = {"start": row["start"], "end": row["end"], "group": row["group"], **row["kpis"]}
+    for kpi, plan in row.get("targets", {}).items():
+        flat[f"{kpi}_target"], flat[f"{kpi}_attainment"] = plan["target"], plan["attainment"]
+    return flat
 
 
 def _bucket_row(b: Bucket, grp: str, counts: dict[tuple[datetime, str], Any], grouped: bool) -> dict[str, Any]:

@@ -1,0 +1,55 @@
+"""Plan targets (RACE's Plan step): a value per KPI and calendar month, shown beside actuals."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, field_validator
+
+from app.api.deps import AdminSite, Conn
+from app.domain.kpis import KPI_NAMES
+from app.store import targets as store
+
+router = APIRouter(tags=["plan"])
+MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+
+
+class Target(BaseModel):
+    kpi: str = Field(description="A KPI name of /v1/kpis", examples=["revenue"])
+    month: str = Field(pattern=MONTH_PATTERN, description="Calendar month YYYY-MM", examples=["2026-03"])
+    value: float = Field(description="The planned value", examples=[25000])
+
+    @field_validator("kpi")
+    @classmethod
+    def _known_kpi(cls, value: str) -> str:
+        if value not in KPI_NAMES:
+            raise ValueError(f"unknown KPI {value!r}")
+        return value
+
+
+class TargetsIn(BaseModel):
+    targets: list[Target] = Field(min_length=1, max_length=5000)
+
+
+def month_start(month: str) -> date:
+    year, number = month.split("-")
+    return date(int(year), int(number), 1)
+
+
+@router.put("/v1/targets", summary="Set targets (upsert per KPI and month)")
+async def put_targets(body: TargetsIn, site: AdminSite, conn: Conn) -> dict[str, Any]:
+    await store.upsert_targets(conn, site.site_id, [(t.kpi, month_start(t.month), t.value) for t in body.targets])
+    return {"updated": len(body.targets)}
+
+
+@router.get("/v1/targets", summary="Targets between two months (inclusive)")
+async def get_targets(
+    site: AdminSite,
+    conn: Conn,
+    start: Annotated[str, Query(alias="from", pattern=MONTH_PATTERN, examples=["2026-01"])] = "2000-01",
+    end: Annotated[str, Query(alias="to", pattern=MONTH_PATTERN, examples=["2026-12"])] = "2999-12",
+) -> dict[str, Any]:
+    found = await store.targets_between(conn, site.site_id, month_start(start), month_start(end))
+    return {"targets": [{"kpi": k, "month": m.strftime("%Y-%m"), "value": v} for (k, m), v in found.items()]}
