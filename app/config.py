@@ -25,3 +25,4 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 5
     ip_salt: SecretStr = SecretStr("racetrack")
     log_level: str = "info"
+    access_log: bool = True

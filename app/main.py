@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.api import health, ingest, kpis, sites, targets
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
+from app.api.observe import Observe, configure_logging
 from app.config import Settings
 from app.errors import add_error_handlers
 from app.jsonresponse import JSONAnswer
@@ -30,6 +31,7 @@ KPI endpoints take the site's read key as `Authorization: Bearer <key>`. Errors 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (ingest.router, kpis.router, targets.router, sites.router, health.router):
         app.include_router(router)
     app.add_middleware(CORSEverywhere)
+    app.add_middleware(Observe, access_log=settings.access_log)
     return app
 
 

@@ -46,9 +46,10 @@ class RulesetCache:
         """A ruleset_for(version) function for derive_person, preloaded for the versions it may need."""
         current = await self.current(conn, site_id)
         known = {current.version: current, 0: default_ruleset()}
-        versions = await conn.fetch("SELECT version, document FROM ruleset WHERE site_id = $1", site_id)
-        for row in versions:
-            known.setdefault(row["version"], self._compiled(site_id, row["version"], row["document"]))
+        for version in await store.ruleset_versions(conn, site_id):
+            if (site_id, version) not in self._versions:
+                self._compiled(site_id, version, await store.ruleset_version(conn, site_id, version))
+            known.setdefault(version, self._versions[(site_id, version)])
 
         def ruleset_for(version: int | None) -> CompiledRuleset:
             return current if version is None else known.get(version, current)

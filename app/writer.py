@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from app import metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import Unavailable
@@ -94,6 +95,7 @@ class Writer:
                 await asyncio.sleep(wait)  # gather concurrent requests into this flush
             batch, self._queue = self._queue, []
             self._pending_events -= sum(len(s.events) for s in batch)
+            metrics.QUEUE_DEPTH.set(self._pending_events)
             if batch:
                 await self._flush(batch)
             if self._closing and not self._queue:
@@ -107,7 +109,8 @@ class Writer:
             by_site.setdefault(submission.site_id, []).append(submission)
         for site_id, submissions in by_site.items():
             try:
-                stored = await self._write_site(site_id, submissions)
+                with metrics.FLUSH_SECONDS.time():
+                    stored = await self._write_site(site_id, submissions)
             except Exception as exc:
                 log.warning("flush for site %s failed: %s", site_id, exc)
                 error = Unavailable(
@@ -117,8 +120,14 @@ class Writer:
                     if not s.done.done():
                         s.done.set_exception(error)
                 continue
+            metrics.FLUSH_EVENTS.observe(sum(len(s.events) for s in submissions))
             for s in submissions:
                 accepted = sum(1 for e in s.events if e.message_id in stored and stored[e.message_id] is s)
+                metrics.EVENTS.labels("accepted").inc(accepted)
+                metrics.EVENTS.labels("duplicate").inc(len(s.events) - accepted)
+                for rejection, _ in s.failures:
+                    metrics.EVENTS.labels("rejected").inc()
+                    metrics.REJECTED.labels(rejection.code).inc()
                 if not s.done.done():
                     s.done.set_result(Written(accepted, len(s.events) - accepted))
 

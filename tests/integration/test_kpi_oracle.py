@@ -1,0 +1,198 @@
+"""The service's /v1/kpis and /v1/funnel against an independent plain-Python oracle (tests/oracle.py)
+of DESIGN §3-§5, on realistic demo traffic, in several time zones, granularities and breakdowns."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+
+from app.demo import generate_messages
+from tests.conftest import create_site
+from tests.oracle import KPI_NAMES, Oracle, parse_ts
+
+START = datetime(2026, 2, 9, tzinfo=UTC)  # data: 2026-02-09 .. 2026-04-05 (UTC)
+DAYS, PERSONS, SEED = 55, 300, 11
+# Wednesday to Thursday, mid-month to mid-month: first and last week and month buckets are clipped,
+# orders before FROM feed "to date" KPIs, and both DST switches (St John's 8 Mar, Berlin 29 Mar) fall inside.
+FROM, TO = date(2026, 2, 18), date(2026, 4, 2)
+ZONES = ("UTC", "Asia/Kolkata", "America/St_Johns", "Europe/Berlin")
+GRANULARITIES = ("day", "week", "month", "total")
+BREAKDOWN_CASES = (
+    ("UTC", "day"),
+    ("UTC", "week"),
+    ("UTC", "total"),
+    ("Asia/Kolkata", "week"),
+    ("America/St_Johns", "total"),
+    ("America/St_Johns", "month"),
+)
+INTEGER_KPIS = frozenset(
+    {
+        "visitors",
+        "new_visitors",
+        "sessions",
+        "pageviews",
+        "act_events",
+        "leads",
+        "orders",
+        "new_customers",
+        "offline_orders",
+        "engage_events",
+        "repeat_orders",
+        "repeat_customers",
+        "customers_to_date",
+    }
+)
+CHUNK = 400
+MAX_REPORTED = 80
+
+
+async def _ingest(client: httpx.AsyncClient, site: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    accepted = duplicates = 0
+    for offset in range(0, len(messages), CHUNK):
+        answer = await client.post(
+            "/v1/batch", json={"batch": messages[offset : offset + CHUNK]}, auth=(site["write_key"], "")
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["success"] is True and body["rejected"] == [], body
+        accepted += body["accepted"]
+        duplicates += body["duplicates"]
+    assert (accepted, duplicates) == (len(messages), 0)
+
+
+def _same(name: str, expected: Any, got: Any) -> bool:
+    if expected is None or got is None:
+        return expected is None and got is None
+    if name in INTEGER_KPIS:
+        return isinstance(got, int) and not isinstance(got, bool) and got == expected
+    if isinstance(got, bool) or not isinstance(got, int | float):
+        return False
+    return math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _compare_kpis(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
+    if answer.status_code != 200:
+        return [f"{label}: HTTP {answer.status_code} {answer.text[:300]}"]
+    got_rows = answer.json()["buckets"]
+    problems: list[str] = []
+
+    def key(start: Any, group: Any) -> tuple[datetime, Any]:
+        return (start if isinstance(start, datetime) else parse_ts(start), group)
+
+    want = {key(r["start"], r["group"]): r for r in expected}
+    have = {key(r["start"], r["group"]): r for r in got_rows}
+    if len(have) != len(got_rows):
+        problems.append(f"{label}: duplicate (start, group) rows in the answer")
+    for k in sorted(set(want) - set(have), key=str):
+        problems.append(f"{label}: missing bucket start={k[0].isoformat()} group={k[1]!r}")
+    for k in sorted(set(have) - set(want), key=str):
+        problems.append(f"{label}: unexpected bucket start={k[0].isoformat()} group={k[1]!r}: {have[k]['kpis']}")
+    for k in sorted(set(want) & set(have), key=str):
+        w, h = want[k], have[k]
+        where = f"{label} [{w['start'].isoformat()} .. {w['end'].isoformat()}) group={k[1]!r}"
+        if parse_ts(h["end"]) != w["end"]:
+            problems.append(f"{where}: end expected {w['end'].isoformat()}, got {h['end']}")
+        if set(h["kpis"]) != set(KPI_NAMES):
+            problems.append(f"{where}: KPI names differ: {sorted(set(h['kpis']) ^ set(KPI_NAMES))}")
+        for name in KPI_NAMES:
+            if name in h["kpis"] and not _same(name, w["kpis"][name], h["kpis"][name]):
+                problems.append(f"{where} {name}: expected {w['kpis'][name]!r}, got {h['kpis'][name]!r}")
+    return problems
+
+
+def _compare_funnel(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
+    if answer.status_code != 200:
+        return [f"{label}: HTTP {answer.status_code} {answer.text[:300]}"]
+    steps = answer.json()["steps"]
+    if [s["stage"] for s in steps] != [s["stage"] for s in expected]:
+        return [f"{label}: stages {[s['stage'] for s in steps]}"]
+    problems = []
+    for w, h in zip(expected, steps, strict=True):
+        if h["persons"] != w["persons"]:
+            problems.append(f"{label} {w['stage']} persons: expected {w['persons']}, got {h['persons']}")
+        for field in ("rate_from_previous", "rate_from_top"):
+            if not _same(field, w[field], h[field]):
+                problems.append(f"{label} {w['stage']} {field}: expected {w[field]!r}, got {h[field]!r}")
+    return problems
+
+
+def _assert_data_exercises_everything(oracle: Oracle) -> None:
+    """The generated data must really contain what the KPIs are tricky about (no vacuous pass)."""
+    start = datetime.combine(FROM, datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(TO, datetime.min.time(), tzinfo=UTC)
+    events = oracle.events
+    in_period = [e for e in events if start <= e.at < end]
+    assert sum(e.bot for e in oracle.all_events) >= 3, "no bot traffic"
+    assert len({e.person for e in oracle.all_events if e.bot}) >= 2
+    assert sum(e.repeat_order for e in in_period) >= 20, "too few repeat orders"
+    guest_linked = [e for e in events if e.order and not e.user and e.person.startswith("u:")]
+    assert len(guest_linked) >= 5, "no guest checkouts linked by a later signup"
+    assert sum(1 for e in events if not e.user and e.person.startswith("u:")) >= 50, "few retroactive links"
+    assert sum(1 for e in events if e.order and e.at < start) >= 10, "no orders before FROM (to-date KPIs)"
+    assert any(e.at >= end for e in events), "no data after TO (clipping)"
+    assert sum(1 for e in in_period if e.order and e.channel == "Offline") >= 3, "no offline orders"
+    assert sum(1 for e in in_period if e.goal == "nps") >= 10, "no NPS answers"
+    assert sum(1 for e in in_period if e.lead) >= 20, "no leads"
+    channels = Counter(s.channel for s in oracle.sessions)
+    assert len(channels) >= 8, channels
+    with_id = [s for s in oracle.sessions if s.events[0].session_id]
+    without_id = [s for s in oracle.sessions if not s.events[0].session_id]
+    assert len(with_id) >= 50 and len(without_id) >= 50
+    assert sum(1 for s in without_id if len(s.events) > 1) >= 30
+    assert sum(1 for s in oracle.sessions if s.bounce) >= 10
+    cut = Counter(s.person for s in without_id)
+    assert sum(1 for n in cut.values() if n >= 2) >= 10, "no person whose id-less events are cut by the gap"
+    mixed = {e.session for e in events if e.channel != oracle.sessions[e.session].channel}
+    assert len(mixed) >= 10, "no sessions whose events' own channels differ from the session's"
+
+
+async def _check_all(client: httpx.AsyncClient, read_key: str, oracle: Oracle, quick: bool = False) -> list[str]:
+    headers = {"Authorization": f"Bearer {read_key}"}
+    problems: list[str] = []
+    period = {"from": FROM.isoformat(), "to": TO.isoformat()}
+    zones = ZONES[:2] if quick else ZONES
+    grans = ("week", "total") if quick else GRANULARITIES
+    for tz in zones:
+        for gran in grans:
+            answer = await client.get("/v1/kpis", params={**period, "granularity": gran, "tz": tz}, headers=headers)
+            problems += _compare_kpis(f"{tz}/{gran}", oracle.kpis(FROM, TO, gran, tz), answer)
+        answer = await client.get("/v1/funnel", params={**period, "tz": tz}, headers=headers)
+        problems += _compare_funnel(f"{tz}/funnel", oracle.funnel(FROM, TO, tz), answer)
+    for tz, gran in BREAKDOWN_CASES[1:3] if quick else BREAKDOWN_CASES:
+        params = {**period, "granularity": gran, "tz": tz, "breakdown": "channel"}
+        answer = await client.get("/v1/kpis", params=params, headers=headers)
+        problems += _compare_kpis(f"{tz}/{gran}/channel", oracle.kpis(FROM, TO, gran, tz, breakdown=True), answer)
+    return problems
+
+
+def _report(problems: list[str]) -> str:
+    shown = "\n".join(problems[:MAX_REPORTED])
+    more = f"\n... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    return f"{len(problems)} mismatches against the oracle:\n{shown}{more}"
+
+
+async def test_kpis_and_funnel_match_the_oracle(client: httpx.AsyncClient) -> None:
+    messages = generate_messages(PERSONS, DAYS, START, SEED)
+    oracle = Oracle(messages)
+    _assert_data_exercises_everything(oracle)
+    site = await create_site(client, timezone="UTC")
+    await _ingest(client, site, messages)
+    problems = await _check_all(client, site["read_key"], oracle)
+    assert not problems, _report(problems)
+
+
+async def test_arrival_order_does_not_change_the_kpis(client: httpx.AsyncClient) -> None:
+    """DESIGN §3: every KPI is a function of the set of stored events, whatever order they arrived in."""
+    messages = generate_messages(PERSONS, DAYS, START, SEED)
+    oracle = Oracle(messages)
+    shuffled = list(messages)
+    random.Random(5).shuffle(shuffled)
+    site = await create_site(client, timezone="UTC")
+    await _ingest(client, site, shuffled)
+    problems = await _check_all(client, site["read_key"], oracle, quick=True)
+    assert not problems, _report(problems)
