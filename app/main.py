@@ -9,12 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, ingest, kpis, sites, targets
+from app.api import health, ingest, kpis, rules, sites, targets
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.observe import Observe, configure_logging
 from app.config import Settings
 from app.errors import add_error_handlers
+from app.jobs import JobRunner
 from app.jsonresponse import JSONAnswer
 from app.rulesets import RulesetCache
 from app.store.database import create_pool, start_embedded
@@ -38,16 +39,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.database_url or start_embedded(settings.data_dir)
         pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size)
         rulesets = RulesetCache()
+        jobs = JobRunner(pool, rulesets)
         try:
             async with Writer.running(pool, rulesets, settings) as writer:
+                await jobs.resume_unfinished()
                 yield {
                     "pool": pool,
                     "writer": writer,
                     "rulesets": rulesets,
                     "settings": settings,
                     "write_sites": WriteKeySites(),
+                    "jobs": jobs,
                 }
         finally:
+            await jobs.close()
             await pool.close()
 
     app = FastAPI(
@@ -58,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONAnswer,
     )
     add_error_handlers(app)
-    for router in (ingest.router, kpis.router, targets.router, sites.router, health.router):
+    for router in (ingest.router, kpis.router, rules.router, targets.router, sites.router, health.router):
         app.include_router(router)
     app.add_middleware(CORSEverywhere)
     app.add_middleware(Observe, access_log=settings.access_log)

@@ -42,6 +42,10 @@ class RulesetCache:
         self._latest[site_id] = (time.monotonic(), ruleset)
         return ruleset
 
+    def forget(self, site_id: int) -> None:
+        """Re-read this site's latest version on the next use (after a change in this process)."""
+        self._latest.pop(site_id, None)
+
     async def resolver(self, conn: asyncpg.Connection, site_id: int) -> Any:
         """A ruleset_for(version) function for derive_person, preloaded for the versions it may need."""
         current = await self.current(conn, site_id)

@@ -8,7 +8,8 @@ Interpretations where DESIGN is ambiguous (the same ones the service documents):
 - event time = message `timestamp` (messages with `sentAt` are not supported here);
   a person's events are totally ordered by (event time, messageId);
 - person = userId; else the userId linked to the anonymousId by the earliest message carrying both
-  ids (ties: smallest userId); else the anonymousId. Keys "u:<id>" / "a:<id>";
+  ids (ties: smallest userId; an alias's previousId is its anonymousId); else the anonymousId.
+  Keys "u:<id>" / "a:<id>";
 - bot messages (user agent containing "bot"/"crawler"/"spider") are excluded from everything;
 - sessions: one per (person, context.sessionId); a person's events without a sessionId are cut where
   more than 30 minutes pass between consecutive ones; a session's channel is its first event's;
@@ -161,7 +162,7 @@ def _event(msg: dict[str, Any]) -> OEvent:
         type=msg["type"],
         name=msg.get("event"),
         at=parse_ts(msg["timestamp"]),
-        anon=msg.get("anonymousId") or None,
+        anon=(msg.get("previousId") if msg["type"] == "alias" else None) or msg.get("anonymousId") or None,
         user=msg.get("userId") or None,
         props=dict(msg.get("properties") or {}),
         channel=channel_of(
@@ -293,7 +294,7 @@ class Oracle:
                         self.sessions.append(explicit[e.session_id])
                     target = explicit[e.session_id]
                 else:
-                    if current is None or previous is None or e.at - previous.at > GAP:
+                    if current is None or previous is None or e.at - previous.at >= GAP:
                         current = OSession(person, [])
                         self.sessions.append(current)
                     target = current

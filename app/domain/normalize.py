@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from app.domain.channels import channel_of
+from app.domain.model import Event
 from app.domain.useragent import device_of, is_bot
 
 MESSAGE_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
@@ -234,3 +235,23 @@ def _ip_hash(ip: str | None, salt: str) -> str | None:
 
 def site_domains(domains: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(domains or ())
+
+
+def as_event(incoming: IncomingEvent) -> Event:
+    """The classification view of an incoming message (for rule tests before anything is stored)."""
+    return Event(
+        message_id=incoming.message_id,
+        type=incoming.type,
+        event_at=incoming.event_at,
+        event_name=incoming.event_name,
+        name=incoming.name,
+        properties=incoming.properties,
+        path=incoming.path,
+        url=incoming.url,
+        referrer=incoming.referrer,
+        campaign=incoming.campaign,
+        channel=incoming.channel,
+        device=incoming.device,
+        session_hint=incoming.session_hint,
+        is_bot=incoming.is_bot,
+    )

@@ -360,3 +360,54 @@ async def insert_failed(conn: asyncpg.Connection, site_id: int, failures: Sequen
             "INSERT INTO failed_event (site_id, code, message, field, raw) VALUES ($1, $2, $3, $4, $5)",
             [(site_id, r.code, r.message, r.field, raw) for r, raw in failures],
         )
+
+
+async def persons_between(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT person_id FROM event WHERE site_id = $1 AND event_at >= $2 AND event_at < $3",
+        site_id,
+        start,
+        end,
+    )
+    return [r["person_id"] for r in rows]
+
+
+async def reclassify_persons_between(
+    conn: asyncpg.Connection, site_id: int, start: object, end: object, ruleset_for: RulesetFor
+) -> int:
+    """Put the events of [start, end) under the current ruleset and re-derive their persons, in the
+    caller's transaction (one day per transaction: a KPI query never sees half a day)."""
+    persons = await persons_between(conn, site_id, start, end)
+    if not persons:
+        return 0
+    await lock_all(conn, (lock_key("p", site_id, p) for p in persons))
+    await conn.execute(
+        """UPDATE event SET ruleset_version = $5
+           WHERE site_id = $1 AND person_id = ANY($2::text[]) AND event_at >= $3 AND event_at < $4""",
+        site_id,
+        persons,
+        start,
+        end,
+        ruleset_for(None).version,
+    )
+    await recompute_persons(conn, site_id, persons, ruleset_for)
+    return len(persons)
+
+
+async def load_person_events(
+    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]
+) -> dict[str, list[Event]]:
+    by_person: dict[str, list[Event]] = {}
+    for row in await conn.fetch(_LOAD_PERSONS, site_id, list(person_ids)):
+        by_person.setdefault(row["person_id"], []).append(_event(row))
+    return by_person
+
+
+async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT stage, goal, count(*) AS events FROM event
+           WHERE site_id = $1 AND NOT is_bot AND event_at >= $2 AND event_at < $3 GROUP BY 1, 2""",
+        site_id,
+        start,
+        end,
+    )

@@ -1,0 +1,87 @@
+"""Background reclassification jobs: day by day, one transaction per day, resumable.
+
+A running job holds a session advisory lock; if its process dies the lock goes with the connection,
+and the next process to start resumes the job from its last committed day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from app.domain.kpis import Granularity, buckets
+from app.rulesets import RulesetCache
+from app.store import events as event_store
+from app.store import jobs as store
+
+log = logging.getLogger("racetrack.jobs")
+
+
+def _days(params: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    start, end = datetime.fromisoformat(params["from"]), datetime.fromisoformat(params["to"])
+    return [(b.start, b.end) for b in buckets(start, end, Granularity.DAY, ZoneInfo(params["tz"]))]
+
+
+class JobRunner:
+    def __init__(self, pool: asyncpg.Pool, rulesets: RulesetCache) -> None:
+        self._pool = pool
+        self._rulesets = rulesets
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start_reclassify(self, site_id: int, start: datetime, end: datetime, tz: str) -> dict[str, Any]:
+        params = {"from": start.isoformat(), "to": end.isoformat(), "tz": tz}
+        async with self._pool.acquire() as conn:
+            job = await store.create_job(conn, site_id, "reclassify", params, len(_days(params)))
+        self._spawn(job)
+        return job
+
+    async def resume_unfinished(self) -> None:
+        async with self._pool.acquire() as conn:
+            for job in await store.unfinished_jobs(conn):
+                self._spawn(job)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, job: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._run(job["site_id"], job["job_id"]), name=f"job-{job['job_id']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, site_id: int, job_id: int) -> None:
+        key = event_store.lock_key("job", site_id, str(job_id))
+        async with self._pool.acquire() as holder:
+            if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return  # another process is running it
+            try:
+                await self._run_locked(site_id, job_id)
+            finally:
+                await holder.execute("SELECT pg_advisory_unlock($1)", key)
+
+    async def _run_locked(self, site_id: int, job_id: int) -> None:
+        async with self._pool.acquire() as conn:
+            job = await store.get_job(conn, site_id, job_id)
+        if job is None or job["status"] not in ("queued", "running"):
+            return
+        try:
+            days = _days(job["params"])
+            for index in range(job["done"], len(days)):
+                async with self._pool.acquire() as conn, conn.transaction():
+                    ruleset_for = await self._rulesets.resolver(conn, site_id)
+                    await event_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
+                    await store.advance_job(conn, site_id, job_id, index + 1)
+            async with self._pool.acquire() as conn:
+                await store.finish_job(conn, site_id, job_id, "done")
+        except asyncio.CancelledError:
+            raise  # shutting down: the job stays 'running' and is resumed by the next process
+        except Exception as exc:
+            log.exception("job %s of site %s failed", job_id, site_id)
+            async with self._pool.acquire() as conn:
+                await store.finish_job(conn, site_id, job_id, "failed", f"{type(exc).__name__}: {exc}")
