@@ -294,7 +294,7 @@ class Oracle:
                         self.sessions.append(explicit[e.session_id])
                     target = explicit[e.session_id]
                 else:
-                    if current is None or previous is None or e.at - previous.at >= GAP:
+                    if current is None or previous is None or e.at - previous.at > GAP:
                         current = OSession(person, [])
                         self.sessions.append(current)
                     target = current

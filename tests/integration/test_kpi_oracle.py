@@ -276,7 +276,7 @@ async def test_kpis_and_funnel_match_the_oracle(client: httpx.AsyncClient) -> No
     messages = generate_messages(PERSONS, DAYS, START, SEED) + _edge_messages()
     oracle = Oracle(messages)
     _assert_data_exercises_everything(oracle)
-    pass
+    _assert_oracle_reads_edge_cases_as_meant(oracle)
     site = await create_site(client, timezone="UTC")
     await _ingest(client, site, messages)
     problems = await _check_all(client, site["read_key"], oracle)
