@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, ingest, kpis, rules, sites, targets
+from app.api import failed, health, ingest, kpis, rules, sites, targets
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.observe import Observe, configure_logging
@@ -63,7 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONAnswer,
     )
     add_error_handlers(app)
-    for router in (ingest.router, kpis.router, rules.router, targets.router, sites.router, health.router):
+    for router in (
+        ingest.router,
+        kpis.router,
+        rules.router,
+        targets.router,
+        failed.router,
+        sites.router,
+        health.router,
+    ):
         app.include_router(router)
     app.add_middleware(CORSEverywhere)
     app.add_middleware(Observe, access_log=settings.access_log)

@@ -1,0 +1,85 @@
+"""Failed events: every rejected message is kept raw with its reason; admins list and replay them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
+from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
+from app.store import failed as store
+
+router = APIRouter(tags=["failed events"])
+REPLAY_MAX = 5000
+
+
+def _decoded(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+@router.get("/v1/failed-events", summary="Rejected messages, newest first, with their reason and raw body")
+async def list_failed(
+    site: AdminSite,
+    conn: Conn,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(description="Page: ids below this one")] = None,
+    include_replayed: bool = False,
+) -> dict[str, Any]:
+    rows = await store.list_failed(conn, site.site_id, limit, before_id, include_replayed)
+    items = [
+        {
+            "id": r["failed_id"],
+            "received_at": r["received_at"],
+            "code": r["code"],
+            "message": r["message"],
+            "field": r["field"],
+            "raw": _decoded(r["raw"]),
+            "replayed_at": r["replayed_at"],
+        }
+        for r in rows
+    ]
+    return {"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
+
+
+class Replay(BaseModel):
+    ids: list[int] | None = Field(
+        None, description="Failed-event ids to replay; default: every pending one", max_length=REPLAY_MAX
+    )
+
+
+@router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
+async def replay(body: Replay, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep) -> dict[str, Any]:
+    rows = await store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
+    receipt = Receipt(
+        received_at=datetime.now(UTC), site_domains=site.domains, ip_salt=settings.ip_salt.get_secret_value()
+    )
+    accepted: list[tuple[int, IncomingEvent]] = []
+    still: list[tuple[int, Rejection]] = []
+    for row in rows:
+        raw = _decoded(row["raw"])
+        result = (
+            normalize(raw, receipt)
+            if len(row["raw"]) <= settings.message_max_bytes
+            else Rejection("message_too_large", f"message exceeds {settings.message_max_bytes} bytes", "message")
+        )
+        if isinstance(result, Rejection):
+            still.append((row["failed_id"], result))
+        else:
+            accepted.append((row["failed_id"], result))
+    written = await writer.submit(site.site_id, [e for _, e in accepted])  # returns after COMMIT
+    async with conn.transaction():
+        await store.mark_replayed(conn, site.site_id, [i for i, _ in accepted])
+        await store.update_reasons(conn, site.site_id, still)
+    return {
+        "replayed": len(accepted),
+        "accepted": written.accepted,
+        "duplicates": written.duplicates,
+        "still_failing": [{"id": i, "code": r.code, "message": r.message, "field": r.field} for i, r in still],
+    }

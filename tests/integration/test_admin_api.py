@@ -1,0 +1,209 @@
+"""Rules, reclassification, failed events and targets over the admin API, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.conftest import create_site
+
+B2B_RULES = """
+rules:
+  - goal: contract
+    stage: convert
+    order: true
+    value: properties.contract_value
+    when: {type: track, event: Contract Signed}
+  - goal: demo_request
+    stage: act
+    lead: true
+    when: {type: track, event: {in: [Demo Requested]}}
+  - goal: whitepaper
+    stage: act
+    lead: true
+    when: {type: track, event: {glob: "Whitepaper*"}}
+  - goal: page_view
+    stage: reach
+    when: {type: {in: [page, screen]}}
+"""
+
+
+def admin(site: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {site['admin_key']}"}
+
+
+async def _ingest(client: httpx.AsyncClient, site: dict[str, Any], batch: list[dict[str, Any]]) -> dict[str, Any]:
+    answer = await client.post("/v1/batch", json={"batch": batch}, auth=(site["write_key"], ""))
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def track(message_id: str, event: str, day: int, **properties: Any) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": event,
+        "anonymousId": "lead-1",
+        "messageId": message_id,
+        "timestamp": f"2026-03-0{day}T10:00:00Z",
+        "properties": properties,
+    }
+
+
+async def test_rules_versions_apply_to_new_events_and_reclassify_old(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    site = await create_site(client)
+    await _ingest(client, site, [track("w1", "Whitepaper Downloaded", 1)])
+    put = await client.put("/v1/rules", content=B2B_RULES, headers={**admin(site), "Content-Type": "application/yaml"})
+    assert put.status_code == 200 and put.json()["version"] == 1, put.text
+    await _ingest(
+        client, site, [track("d1", "Demo Requested", 2), track("c1", "Contract Signed", 3, contract_value=12000)]
+    )
+    rows = {
+        r["message_id"]: tuple(r[1:])
+        for r in await db.fetch(
+            "SELECT message_id, goal, stage, ruleset_version FROM event WHERE site_id = $1", site["id"]
+        )
+    }
+    assert rows == {"w1": (None, "none", 0), "d1": ("demo_request", "act", 1), "c1": ("contract", "convert", 1)}
+
+    old = await client.get("/v1/rules", params={"version": 0}, headers=admin(site))
+    assert old.json()["rules"][0]["goal"] == "repeat_purchase"
+    current = await client.get("/v1/rules", headers=admin(site))
+    assert [r["goal"] for r in current.json()["rules"]] == ["contract", "demo_request", "whitepaper", "page_view"]
+
+    job = await client.post("/v1/reclassify", json={"from": "2026-03-01", "to": "2026-03-02"}, headers=admin(site))
+    assert job.status_code == 202, job.text
+    status = await _wait_job(client, site, job.json()["id"])
+    assert (status["status"], status["done"], status["total"]) == ("done", 1, 1)
+    assert (
+        await db.fetchval("SELECT goal FROM event WHERE site_id = $1 AND message_id = 'w1'", site["id"]) == "whitepaper"
+    )
+
+    kpis = await client.get(
+        "/v1/kpis", params={"from": "2026-03-01", "to": "2026-03-04", "granularity": "total"}, headers=admin(site)
+    )
+    got = kpis.json()["buckets"][0]["kpis"]
+    assert (got["leads"], got["orders"], got["revenue"], got["new_customers"]) == (2, 1, 12000.0, 1)
+
+
+async def _wait_job(client: httpx.AsyncClient, site: dict[str, Any], job_id: int) -> dict[str, Any]:
+    for _ in range(100):
+        answer = await client.get(f"/v1/jobs/{job_id}", headers=admin(site))
+        body: dict[str, Any] = answer.json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError("job did not finish")
+
+
+async def test_invalid_ruleset_is_refused_whole_with_rule_and_field(client: httpx.AsyncClient) -> None:
+    site = await create_site(client)
+    bad = {
+        "rules": [
+            {"goal": "ok", "stage": "act", "when": {"event": "A"}},
+            {"goal": "broken", "stage": "act", "when": {"event": {"regex": "("}}},
+            {"goal": "ok", "stage": "sideways", "when": {"colour": "red"}},
+        ]
+    }
+    answer = await client.put("/v1/rules", json=bad, headers=admin(site))
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["code"] == "invalid_ruleset"
+    problems = {(d["rule"], d["field"]) for d in body["details"]}
+    assert {(1, "when.event.regex"), (2, "goal"), (2, "stage"), (2, "when.colour")} <= problems
+    current = await client.get("/v1/rules", headers=admin(site))
+    assert current.json()["version"] == 0  # nothing half-applied
+
+
+async def test_rules_test_explains_and_preview_counts_without_writing(
+    client: httpx.AsyncClient, db: asyncpg.Connection
+) -> None:
+    site = await create_site(client)
+    await _ingest(client, site, [track("w1", "Whitepaper Downloaded", 1), track("d1", "Demo Requested", 1)])
+    import yaml
+
+    proposed = yaml.safe_load(B2B_RULES)
+    tested = await client.post(
+        "/v1/rules/test",
+        headers=admin(site),
+        json={"rules": proposed, "messages": [{"type": "track", "event": "Demo Requested", "anonymousId": "x"}]},
+    )
+    result = tested.json()["results"][0]
+    assert (result["goal"], result["stage"], result["lead"]) == ("demo_request", "act", True)
+    assert result["explain"][0] == {
+        "rule": 0,
+        "goal": "contract",
+        "matched": False,
+        "failed": ["event eq 'Contract Signed'"],
+    }
+    preview = await client.post(
+        "/v1/rules/preview", headers=admin(site), json={"rules": proposed, "from": "2026-03-01", "to": "2026-03-02"}
+    )
+    body = preview.json()
+    assert body["current"]["stages"] == {"none": 2}
+    assert body["proposed"]["goals"] == {"whitepaper": 1, "demo_request": 1}
+    stored = await db.fetchval("SELECT count(*) FROM event WHERE site_id = $1 AND goal IS NOT NULL", site["id"])
+    assert stored == 0
+
+
+async def test_failed_events_are_listed_and_replayed(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    site = await create_site(client)
+    bad = {"type": "track", "anonymousId": "a", "messageId": "no-event", "timestamp": "2026-03-01T10:00:00Z"}
+    answer = await _ingest(client, site, [bad, track("ok", "Signed Up", 1)])
+    assert answer["accepted"] == 1 and answer["rejected"][0]["code"] == "missing_event"
+    listed = (await client.get("/v1/failed-events", headers=admin(site))).json()["items"]
+    assert [(i["code"], i["raw"]["messageId"]) for i in listed] == [("missing_event", "no-event")]
+    # fix the payload in place (an operator's repair), then replay: accepted once, never twice
+    await db.execute(
+        """UPDATE failed_event SET raw = jsonb_set(raw::jsonb, '{event}', '"Signed Up"')::text
+                        WHERE site_id = $1""",
+        site["id"],
+    )
+    replayed = await client.post("/v1/failed-events/replay", json={}, headers=admin(site))
+    assert replayed.json()["accepted"] == 1, replayed.text
+    again = await client.post("/v1/failed-events/replay", json={}, headers=admin(site))
+    assert again.json()["replayed"] == 0
+    assert await db.fetchval("SELECT count(*) FROM event WHERE site_id = $1", site["id"]) == 2
+
+
+async def test_targets_show_beside_month_actuals(client: httpx.AsyncClient) -> None:
+    site = await create_site(client)
+    await _ingest(client, site, [{**track("o1", "Order Completed", 5, order_id="1", revenue=50)}])
+    put = await client.put(
+        "/v1/targets",
+        headers=admin(site),
+        json={
+            "targets": [
+                {"kpi": "revenue", "month": "2026-03", "value": 200},
+                {"kpi": "orders", "month": "2026-04", "value": 4},
+            ]
+        },
+    )
+    assert put.status_code == 200
+    bad = await client.put(
+        "/v1/targets", headers=admin(site), json={"targets": [{"kpi": "revenu", "month": "2026-03", "value": 1}]}
+    )
+    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "targets.0.kpi"
+    kpis = await client.get(
+        "/v1/kpis",
+        headers=admin(site),
+        params={"from": "2026-03-01", "to": "2026-05-01", "granularity": "month", "tz": "UTC"},
+    )
+    march, april = kpis.json()["buckets"]
+    assert march["targets"] == {"revenue": {"target": 200.0, "attainment": 0.25}}
+    assert april["targets"] == {"orders": {"target": 4.0, "attainment": 0.0}}
+    csv_text = (
+        await client.get(
+            "/v1/kpis",
+            headers=admin(site),
+            params={"from": "2026-03-01", "to": "2026-05-01", "granularity": "month", "tz": "UTC", "format": "csv"},
+        )
+    ).text
+    header, first = csv_text.splitlines()[:2]
+    assert header.endswith("orders_target,orders_attainment,revenue_target,revenue_attainment")
+    assert first.endswith(",,,200.0,0.25")
