@@ -7,8 +7,8 @@ from app.domain.rules import CompiledRule, CompiledRuleset, as_number, lookup
 
 
 def classify(event: Event, person: PersonHistory, ruleset: CompiledRuleset) -> Classification:
-    for rule in ruleset.rules:
-        if all(condition(event, person) for condition in rule.conditions):
+    for rule, test in ruleset.compiled:
+        if test(event, person):
             return Classification(
                 stage=rule.stage,
                 goal=rule.goal,

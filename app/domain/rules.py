@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,34 @@ class CompiledRule:
     lead: bool
     order: bool
 
+    @property
+    def test(self) -> Predicate:
+        return conjunction(tuple(c.test for c in self.conditions))
+
+
+def conjunction(tests: tuple[Predicate, ...]) -> Predicate:
+    """One callable for all of a rule's conditions (a flat `and`, no generator per event)."""
+    if not tests:
+        return lambda e, p: True
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        a, b = tests
+        return lambda e, p: a(e, p) and b(e, p)
+    head, rest = tests[0], conjunction(tests[1:])
+    return lambda e, p: head(e, p) and rest(e, p)
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledRuleset:
     version: int
     rules: tuple[CompiledRule, ...]
     source: tuple[dict[str, Any], ...]
+    compiled: tuple[tuple[CompiledRule, Predicate], ...] = ()
+
+    def __post_init__(self) -> None:
+        # the hot loop of classify() calls one plain predicate per rule, not Condition objects
+        object.__setattr__(self, "compiled", tuple((r, r.test) for r in self.rules))
 
 
 def compile_ruleset(raw: Any, version: int = 0) -> CompiledRuleset:
@@ -175,8 +198,8 @@ def _compile_field(key: str, spec: Any, path: str) -> list[Condition]:
 
 def _getter(key: str, path: str) -> tuple[Callable[[Event, PersonHistory], Any], frozenset[str]]:
     if key in TEXT_FIELDS:
-        attr = "event_name" if key == "event" else key
-        return (lambda e, p: getattr(e, attr)), TEXT_OPS
+        attr = operator.attrgetter("event_name" if key == "event" else key)
+        return (lambda e, p: attr(e)), TEXT_OPS
     head, _, rest = key.partition(".")
     if head == "campaign" and rest in CAMPAIGN_FIELDS:
         return (lambda e, p: e.campaign.get(rest)), TEXT_OPS
@@ -230,11 +253,16 @@ def _operator(op: str, arg: Any, get: Callable[[Event, PersonHistory], Any], pat
     if op in ("eq", "ne"):
         if isinstance(arg, list | dict):
             raise _FieldError(path, "must be a scalar")
+        if op == "eq" and isinstance(arg, str):  # the common case, kept cheap
+            return lambda e, p: get(e, p) == arg
         want = op == "eq"
         return lambda e, p: _equal(get(e, p), arg) == want
     if op == "in":
         if not isinstance(arg, list) or not arg:
             raise _FieldError(path, "must be a non-empty list")
+        if all(isinstance(o, str) for o in arg):
+            names = frozenset(arg)
+            return lambda e, p: isinstance(v := get(e, p), str) and v in names
         options = tuple(arg)
         return lambda e, p: any(_equal(get(e, p), o) for o in options)
     if op in ("gt", "gte", "lt", "lte"):
