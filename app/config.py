@@ -23,6 +23,5 @@ class Settings(BaseSettings):
     message_max_bytes: int = 32 * 1024
     max_future_skew_hours: float = 24.0
     retry_after_seconds: int = 5
-    ip_salt: SecretStr = SecretStr("racetrack")
     log_level: str = "info"
     access_log: bool = True

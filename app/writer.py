@@ -18,12 +18,17 @@ import asyncpg
 from app import metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
-from app.errors import Unavailable
+from app.errors import Unauthorized, Unavailable
 from app.rulesets import RulesetCache
 from app.store import events as store
+from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.writer")
 MAX_ATTEMPTS = 3
+
+
+class SiteGone(Exception):
+    """The site was deleted after its write key was cached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +116,12 @@ class Writer:
             try:
                 with metrics.FLUSH_SECONDS.time():
                     stored = await self._write_site(site_id, submissions)
+            except SiteGone:
+                gone = Unauthorized("unknown write key", "invalid_write_key")
+                for s in submissions:
+                    if not s.done.done():
+                        s.done.set_exception(gone)
+                continue
             except Exception as exc:
                 log.warning("flush for site %s failed: %s", site_id, exc)
                 error = Unavailable(
@@ -122,7 +133,7 @@ class Writer:
                 continue
             metrics.FLUSH_EVENTS.observe(sum(len(s.events) for s in submissions))
             for s in submissions:
-                accepted = sum(1 for e in s.events if e.message_id in stored and stored[e.message_id] is s)
+                accepted = len({e.message_id for e in s.events if stored.get(e.message_id) is s})
                 metrics.EVENTS.labels("accepted").inc(accepted)
                 metrics.EVENTS.labels("duplicate").inc(len(s.events) - accepted)
                 for rejection, _ in s.failures:
@@ -141,6 +152,8 @@ class Writer:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
+                    if not await site_store.lock_site(conn, site_id):
+                        raise SiteGone(site_id)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
                     result = await store.write_events(conn, site_id, events, ruleset_for)
                     await store.insert_failed(conn, site_id, failures)

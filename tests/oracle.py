@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -233,7 +234,7 @@ def make_buckets(frm: date, to: date, granularity: str, zone: ZoneInfo) -> list[
             day = date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
     starts.append(day)
     out = []
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in pairwise(starts):
         out.append(OBucket(local_midnight(max(a, frm), zone), local_midnight(min(b, to), zone)))
     return out
 
@@ -309,20 +310,18 @@ class Oracle:
 
     # ---------------------------------------------------------------- KPIs
 
-    def kpis(
-        self, frm: date, to: date, granularity: str, tz: str, breakdown: bool = False
-    ) -> list[dict[str, Any]]:
+    def kpis(self, frm: date, to: date, granularity: str, tz: str, breakdown: bool = False) -> list[dict[str, Any]]:
         """Rows like the API's buckets: {"start", "end" (UTC datetimes), "group", "kpis"}."""
         zone = ZoneInfo(tz)
         buckets = make_buckets(frm, to, granularity, zone)
         if not breakdown:
-            return [
-                {"start": b.start, "end": b.end, "group": None, "kpis": self._bucket(b, None)} for b in buckets
-            ]
+            return [{"start": b.start, "end": b.end, "group": None, "kpis": self._bucket(b, None)} for b in buckets]
         channels = sorted({s.channel for s in self.sessions})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for g in channels:
-            per = [{"start": b.start, "end": b.end, "group": g, "kpis": self._bucket(b, g)} for b in buckets]
+            per: list[dict[str, Any]] = [
+                {"start": b.start, "end": b.end, "group": g, "kpis": self._bucket(b, g)} for b in buckets
+            ]
             if any(_nonempty(r["kpis"]) for r in per):
                 rows.extend(per)
         return rows
@@ -332,9 +331,7 @@ class Oracle:
             return group is None or self.session_channel(e) == group
 
         events = [e for e in self.events if b.start <= e.at < b.end and in_group(e)]
-        sessions = [
-            s for s in self.sessions if b.start <= s.start < b.end and (group is None or s.channel == group)
-        ]
+        sessions = [s for s in self.sessions if b.start <= s.start < b.end and (group is None or s.channel == group)]
         persons = {e.person for e in events}
         orders = [e for e in events if e.order]
         order_persons = {e.person for e in orders}

@@ -57,9 +57,7 @@ class Replay(BaseModel):
 @router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
 async def replay(body: Replay, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep) -> dict[str, Any]:
     rows = await store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
-    receipt = Receipt(
-        received_at=datetime.now(UTC), site_domains=site.domains, ip_salt=settings.ip_salt.get_secret_value()
-    )
+    receipt = Receipt(received_at=datetime.now(UTC), site_domains=site.domains)
     accepted: list[tuple[int, IncomingEvent]] = []
     still: list[tuple[int, Rejection]] = []
     for row in rows:

@@ -21,6 +21,7 @@ from app.store.sites import Site
 from app.wire.body import parse_json, read_body
 
 router = APIRouter(tags=["ingestion"])
+NUL = "\\u0000"  # as orjson escapes it
 SINGLE_TYPES = ("track", "page", "screen", "identify", "alias", "group")
 # 1x1 transparent GIF
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -34,8 +35,6 @@ def _receipt(request: Request, site: Site, settings: Settings, body: Mapping[str
         site_domains=site.domains,
         batch_sent_at=body.get("sentAt"),
         batch_context=context if isinstance(context, Mapping) else None,
-        ip=request.client.host if request.client else None,
-        ip_salt=settings.ip_salt.get_secret_value(),
         max_future=timedelta(hours=settings.max_future_skew_hours),
     )
 
@@ -46,16 +45,16 @@ def _split(
     accepted: list[IncomingEvent] = []
     rejected: list[tuple[int, Rejection, str]] = []
     for index, raw in enumerate(messages):
-        encoded = orjson.dumps(raw).decode()
+        encoded = orjson.dumps(_without_ip(raw)).decode()  # kept raw if rejected, minus the IP
+        message_id = raw.get("messageId") if isinstance(raw, Mapping) else None
+        message_id = message_id if isinstance(message_id, str) else None
         if len(encoded) > settings.message_max_bytes:
-            msg_id = raw.get("messageId") if isinstance(raw, Mapping) else None
-            too_big = Rejection(
-                "message_too_large",
-                f"message exceeds {settings.message_max_bytes} bytes",
-                "message",
-                msg_id if isinstance(msg_id, str) else None,
-            )
-            rejected.append((index, too_big, encoded))
+            limit = f"message exceeds {settings.message_max_bytes} bytes"
+            rejected.append((index, Rejection("message_too_large", limit, "message", message_id), encoded))
+            continue
+        if NUL in encoded:  # PostgreSQL text and jsonb refuse NUL characters
+            nul = Rejection("invalid_character", "message contains a NUL (\\u0000) character", "message", message_id)
+            rejected.append((index, nul, encoded.replace(NUL, "")))
             continue
         result = normalize(raw, receipt)
         if isinstance(result, Rejection):
@@ -65,7 +64,14 @@ def _split(
     return accepted, rejected
 
 
-async def _ingest(
+def _without_ip(raw: Any) -> Any:
+    context = raw.get("context") if isinstance(raw, Mapping) else None
+    if isinstance(context, Mapping) and "ip" in context:
+        return {**raw, "context": {k: v for k, v in context.items() if k != "ip"}}
+    return raw
+
+
+async def ingest_messages(
     request: Request, writer: WriterDep, settings: Settings, body: Any, messages: list[Any]
 ) -> dict[str, Any]:
     body_key = body.get("writeKey") if isinstance(body, Mapping) else None
@@ -94,7 +100,7 @@ async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> J
             "invalid_batch",
             [{"field": "batch", "message": "must be an array of messages"}],
         )
-    return JSONAnswer(await _ingest(request, writer, settings, body, messages))
+    return JSONAnswer(await ingest_messages(request, writer, settings, body, messages))
 
 
 async def _single(kind: str, request: Request, writer: WriterDep, settings: Settings) -> JSONAnswer:
@@ -106,7 +112,7 @@ async def _single(kind: str, request: Request, writer: WriterDep, settings: Sett
             [{"field": "message", "message": "must be an object"}],
         )
     message = {**body, "type": kind}
-    answer = await _ingest(request, writer, settings, body, [message])
+    answer = await ingest_messages(request, writer, settings, body, [message])
     if answer["rejected"]:
         first = answer["rejected"][0]
         raise BadRequest(first["message"], first["code"], [{"field": first["field"], "message": first["message"]}])
@@ -134,7 +140,7 @@ async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data
         if not isinstance(message, dict):
             raise BadRequest("data must encode one JSON object", "invalid_message")
         message.setdefault("type", "track")
-        answer = await _ingest(request, writer, settings, message, [message])
+        answer = await ingest_messages(request, writer, settings, message, [message])
         status = 400 if answer["rejected"] else 200
         if answer["rejected"]:
             headers["X-Racetrack-Error"] = answer["rejected"][0]["code"]

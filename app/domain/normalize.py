@@ -52,7 +52,6 @@ class IncomingEvent:
     channel: str = "Direct"
     device: str = "unknown"
     session_hint: str | None = None
-    ip_hash: str | None = None
     is_bot: bool = False
 
     @property
@@ -75,8 +74,6 @@ class Receipt:
     site_domains: tuple[str, ...] = ()
     batch_sent_at: Any = None
     batch_context: Mapping[str, Any] | None = None
-    ip: str | None = None
-    ip_salt: str = ""
     max_future: timedelta = timedelta(hours=24)
 
 
@@ -94,7 +91,7 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
     if not isinstance(raw, Mapping):
         raise _Invalid("invalid_message", "a message must be a JSON object", "message")
     kind = raw.get("type")
-    if kind not in MESSAGE_TYPES:
+    if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
         raise _Invalid("invalid_type", f"type must be one of {sorted(MESSAGE_TYPES)}", "type")
     user_id = _identifier(raw, "userId")
     anonymous_id = _identifier(raw, "previousId" if kind == "alias" else "anonymousId")
@@ -121,7 +118,7 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
     campaign_raw = context.get("campaign") if isinstance(context.get("campaign"), Mapping) else {}
     campaign = {k: str(campaign_raw[k]) for k in CAMPAIGN_KEYS if campaign_raw.get(k) not in (None, "")}
     user_agent = _text(context.get("userAgent"))
-    ip = _text(context.pop("ip", None)) or receipt.ip
+    context.pop("ip", None)  # privacy: the raw IP is never stored (DESIGN §2)
     return IncomingEvent(
         message_id=_message_id(raw),
         type=kind,
@@ -147,8 +144,7 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
             site_domains=receipt.site_domains,
         ),
         device=device_of(user_agent),
-        session_hint=_text(context.get("sessionId")),
-        ip_hash=_ip_hash(ip, receipt.ip_salt),
+        session_hint=_session_id(context.get("sessionId")),
         is_bot=is_bot(user_agent),
     )
 
@@ -174,6 +170,13 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _session_id(value: Any) -> str | None:
+    # RudderStack's SDKs send the session id as a number (epoch milliseconds)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value)
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -183,7 +186,10 @@ def parse_time(value: Any, fld: str) -> datetime | None:
         return None
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value / 1000 if value > 1e11 else value  # epoch milliseconds or seconds
-        return datetime.fromtimestamp(seconds, tz=_UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=_UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _Invalid("invalid_timestamp", f"{fld} is not a usable epoch time: {value!r}", fld) from None
     if not isinstance(value, str):
         raise _Invalid("invalid_timestamp", f"{fld} must be an ISO 8601 string", fld)
     try:
@@ -197,12 +203,15 @@ def _event_time(raw: Mapping[str, Any], receipt: Receipt) -> tuple[datetime, dat
     """receivedAt - (sentAt - timestamp) when the client sent sentAt (DESIGN §2 clock skew)."""
     timestamp = parse_time(raw.get("timestamp") or raw.get("originalTimestamp"), "timestamp")
     sent_at = parse_time(raw.get("sentAt"), "sentAt") or parse_time(receipt.batch_sent_at, "sentAt")
-    if timestamp is None:
-        event_at = receipt.received_at
-    elif sent_at is not None:
-        event_at = receipt.received_at - (sent_at - timestamp)
-    else:
-        event_at = timestamp
+    try:
+        if timestamp is None:
+            event_at = receipt.received_at
+        elif sent_at is not None:
+            event_at = receipt.received_at - (sent_at - timestamp)
+        else:
+            event_at = timestamp
+    except OverflowError:
+        raise _Invalid("invalid_timestamp", "sentAt and timestamp are implausibly far apart", "sentAt") from None
     if event_at - receipt.received_at > receipt.max_future:
         raise _Invalid("future_timestamp", "timestamp is more than 24 hours in the future", "timestamp")
     if event_at.year < 2000:
@@ -225,12 +234,6 @@ def _message_id(raw: Mapping[str, Any]) -> str:
         digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return f"rt-{digest[:32]}"
     return f"rt-{uuid.uuid4().hex}"
-
-
-def _ip_hash(ip: str | None, salt: str) -> str | None:
-    if not ip:
-        return None
-    return hashlib.sha256(f"{salt}:{ip}".encode()).hexdigest()[:16]
 
 
 def site_domains(domains: Iterable[str] | None) -> tuple[str, ...]:

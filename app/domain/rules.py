@@ -117,7 +117,7 @@ def _compile_rule(index: int, rule: Any, seen_goals: set[str]) -> CompiledRule:
     elif goal in seen_goals:
         problems.append(_problem(index, goal, "goal", "duplicate goal"))
     stage = rule.get("stage")
-    if stage not in {s.value for s in Stage if s is not Stage.NONE}:
+    if not isinstance(stage, str) or stage not in {s.value for s in Stage if s is not Stage.NONE}:
         problems.append(_problem(index, goal, "stage", "must be one of reach, act, convert, engage"))
     for flag in ("lead", "order"):
         if not isinstance(rule.get(flag, False), bool):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app.domain.model import Event
-from app.domain.normalize import IncomingEvent, Rejection
+from app.domain.classify import classify
+from app.domain.model import Event, PersonHistory
+from app.domain.normalize import IncomingEvent, Rejection, as_event
 from app.domain.person import EventFacts, SessionFacts, derive_person
 from app.domain.rules import CompiledRuleset
 
@@ -51,7 +52,7 @@ async def write_events(
     unique = list({e.message_id: e for e in reversed(events)}.values())[::-1]  # first copy wins
     ids = {i for e in unique for i in (e.anonymous_id, e.user_id) if i}
     await lock_all(conn, (lock_key("i", site_id, i) for i in ids))
-    fresh = await _claim_keys(conn, site_id, unique)
+    fresh = await _claim_keys(conn, site_id, unique, ruleset_for(None))
     if not fresh:
         return WriteResult(frozenset())
     anonymous = sorted({e.anonymous_id for e in fresh if e.anonymous_id})
@@ -76,7 +77,10 @@ async def write_events(
     return WriteResult(frozenset(e.message_id for e in fresh))
 
 
-async def _claim_keys(conn: asyncpg.Connection, site_id: int, events: list[IncomingEvent]) -> list[IncomingEvent]:
+async def _claim_keys(
+    conn: asyncpg.Connection, site_id: int, events: list[IncomingEvent], ruleset: CompiledRuleset
+) -> list[IncomingEvent]:
+    """Keep the events whose messageId, and order id if they are orders, were never stored."""
     rows = await conn.fetch(
         """INSERT INTO message_key (site_id, message_id) SELECT $1, unnest($2::text[])
            ON CONFLICT DO NOTHING RETURNING message_id""",
@@ -85,28 +89,31 @@ async def _claim_keys(conn: asyncpg.Connection, site_id: int, events: list[Incom
     )
     claimed = {r["message_id"] for r in rows}
     fresh = [e for e in events if e.message_id in claimed]
-    orders = [e for e in fresh if e.order_id]
+    orders = {e.message_id: e.order_id for e in fresh if e.order_id and _is_order(e, ruleset)}
     if not orders:
         return fresh
     rows = await conn.fetch(
-        """INSERT INTO order_key (site_id, event_name, order_id)
-           SELECT $1, n, o FROM unnest($2::text[], $3::text[]) AS t(n, o)
-           ON CONFLICT DO NOTHING RETURNING event_name, order_id""",
+        """INSERT INTO order_key (site_id, order_id) SELECT $1, unnest($2::text[])
+           ON CONFLICT DO NOTHING RETURNING order_id""",
         site_id,
-        [e.event_name or "" for e in orders],
-        [e.order_id for e in orders],
+        sorted(set(orders.values())),
     )
-    new_orders = {(r["event_name"], r["order_id"]) for r in rows}
-    seen: set[tuple[str, str]] = set()
+    new_orders = {r["order_id"] for r in rows}
     kept = []
     for e in fresh:
-        if e.order_id:
-            key = (e.event_name or "", e.order_id)
-            if key not in new_orders or key in seen:
-                continue  # an order id is counted once (DESIGN §2)
-            seen.add(key)
+        order_id = orders.get(e.message_id)
+        if order_id is not None:
+            if order_id not in new_orders:
+                continue  # an order id is counted once (DESIGN §2): the first stored copy wins
+            new_orders.discard(order_id)
         kept.append(e)
     return kept
+
+
+def _is_order(event: IncomingEvent, ruleset: CompiledRuleset) -> bool:
+    """Would the current rules count this message as an order? (History cannot turn an order
+    into a non-order in the shipped rules; both purchase rules carry the order flag.)"""
+    return classify(as_event(event), PersonHistory(), ruleset).order
 
 
 async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: Sequence[str]) -> dict[str, str]:
@@ -165,7 +172,6 @@ EVENT_COLUMNS = (
     "channel",
     "device",
     "session_hint",
-    "ip_hash",
     "is_bot",
     "ruleset_version",
 )
@@ -200,7 +206,6 @@ async def _insert_events(
                 e.channel,
                 e.device,
                 e.session_hint,
-                e.ip_hash,
                 e.is_bot,
                 version,
             )

@@ -26,6 +26,20 @@ class NewSiteKeys:
     admin_key: str
 
 
+# Every table holding a site's data (checked against the catalog by a test).
+TENANT_TABLES = (
+    "event",
+    "session",
+    "identity_link",
+    "message_key",
+    "order_key",
+    "failed_event",
+    "ruleset",
+    "target",
+    "job",
+)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -79,19 +93,17 @@ async def list_sites(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def lock_site(conn: asyncpg.Connection, site_id: int) -> bool:
+    """In a writer's transaction: the site still exists, and a purge waits until we commit."""
+    return bool(await conn.fetchval("SELECT true FROM site WHERE site_id = $1 FOR KEY SHARE", site_id))
+
+
 async def delete_site(conn: asyncpg.Connection, site_id: int) -> bool:
     """Purge a site: its events, derived state, keys and settings, in one transaction."""
     async with conn.transaction():
-        for table in (
-            "event",
-            "session",
-            "identity_link",
-            "message_key",
-            "order_key",
-            "failed_event",
-            "ruleset",
-            "target",
-        ):
+        if not await conn.fetchval("SELECT true FROM site WHERE site_id = $1 FOR UPDATE", site_id):
+            return False
+        for table in TENANT_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE site_id = $1", site_id)
         status = await conn.execute("DELETE FROM site WHERE site_id = $1", site_id)
     return bool(status.endswith(" 1"))

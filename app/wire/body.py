@@ -12,13 +12,13 @@ from app.errors import BadRequest, PayloadTooLarge
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    encoding = request.headers.get("content-encoding", "identity").lower().strip()
+    encoding = request.headers.get("content-encoding", "").lower().strip() or "identity"
     received = bytearray()
     async for chunk in request.stream():
         received += chunk
-        if len(received) > limit and encoding == "identity":
+        if len(received) > limit:  # compressed bodies are capped too: never buffer without bound
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    if encoding in ("identity", ""):
+    if encoding == "identity":
         return bytes(received)
     if encoding not in ("gzip", "deflate", "x-gzip"):
         raise BadRequest(f"unsupported Content-Encoding {encoding!r}", "unsupported_encoding")

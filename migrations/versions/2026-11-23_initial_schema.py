@@ -44,9 +44,8 @@ CREATE TABLE message_key (
 
 CREATE TABLE order_key (
     site_id bigint NOT NULL,
-    event_name text NOT NULL,
     order_id text NOT NULL,
-    CONSTRAINT pk_order_key PRIMARY KEY (site_id, event_name, order_id)
+    CONSTRAINT pk_order_key PRIMARY KEY (site_id, order_id)
 );
 
 CREATE TABLE event (
@@ -72,7 +71,6 @@ CREATE TABLE event (
     channel text NOT NULL,
     device text NOT NULL,
     session_hint text,
-    ip_hash text,
     is_bot boolean NOT NULL DEFAULT false,
     ruleset_version integer,
     stage text,

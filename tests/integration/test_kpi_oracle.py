@@ -48,11 +48,14 @@ INTEGER_KPIS = frozenset(
     }
 )
 CHUNK = 400
+MAX_REPORTED = 80
 DESKTOP = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 SHOP = "https://shop.example.com"
 
 
-def _msg(kind: str, mid: str, at: str, anon: str | None = None, user: str | None = None, **extra: Any) -> dict:
+def _msg(
+    kind: str, mid: str, at: str, anon: str | None = None, user: str | None = None, **extra: Any
+) -> dict[str, Any]:
     context: dict[str, Any] = {"userAgent": DESKTOP}
     if "session" in extra:
         context["sessionId"] = extra.pop("session")
@@ -78,57 +81,131 @@ def _edge_messages() -> list[dict[str, Any]]:
         # equal event times: messageId decides the order (session channel, first vs repeat order)
         _msg("page", "tie-b", "2026-03-12T08:00:00Z", "edge-tie", referrer=google),
         _msg("page", "tie-a", "2026-03-12T08:00:00Z", "edge-tie", referrer=facebook),
-        _msg("track", "tie-ob", "2026-03-12T08:05:00Z", "edge-tie", event=order,
-             properties={"order_id": "edge-o1", "revenue": 100.0}),
-        _msg("track", "tie-oa", "2026-03-12T08:05:00Z", "edge-tie", event="purchase",
-             properties={"order_id": "edge-o2", "total": 40.5}),
-        _msg("track", "tie-oc", "2026-03-12T08:06:00Z", "edge-tie", event=order,
-             properties={"order_id": "edge-o3", "value": 7}),
+        _msg(
+            "track",
+            "tie-ob",
+            "2026-03-12T08:05:00Z",
+            "edge-tie",
+            event=order,
+            properties={"order_id": "edge-o1", "revenue": 100.0},
+        ),
+        _msg(
+            "track",
+            "tie-oa",
+            "2026-03-12T08:05:00Z",
+            "edge-tie",
+            event="purchase",
+            properties={"order_id": "edge-o2", "total": 40.5},
+        ),
+        _msg(
+            "track",
+            "tie-oc",
+            "2026-03-12T08:06:00Z",
+            "edge-tie",
+            event=order,
+            properties={"order_id": "edge-o3", "value": 7},
+        ),
         _msg("track", "tie-od", "2026-03-12T08:07:00Z", "edge-tie", event=order, properties={"order_id": "edge-o4"}),
         # several userIds for one anonymousId: the earliest link wins, ties go to the smallest userId
         _msg("page", "link-1", "2026-03-14T09:00:00Z", "edge-link", session="edge-link-s"),
-        _msg("track", "link-2", "2026-03-14T09:10:00Z", "edge-link", "edge-z", event="Signed Up",
-             session="edge-link-s"),
+        _msg(
+            "track", "link-2", "2026-03-14T09:10:00Z", "edge-link", "edge-z", event="Signed Up", session="edge-link-s"
+        ),
         _msg("identify", "link-3", "2026-03-14T09:10:00Z", "edge-link", "edge-y", session="edge-link-s"),
         _msg("identify", "link-4", "2026-03-14T09:20:00Z", "edge-link", "edge-x"),
-        _msg("track", "link-5", "2026-03-14T09:25:00Z", "edge-link", event=order,
-             properties={"order_id": "edge-o5", "revenue": 12.25}),
+        _msg(
+            "track",
+            "link-5",
+            "2026-03-14T09:25:00Z",
+            "edge-link",
+            event=order,
+            properties={"order_id": "edge-o5", "revenue": 12.25},
+        ),
         # alias links retroactively: the guest order becomes the person's first
         _msg("page", "alias-1", "2026-03-16T12:00:00Z", "edge-alias", referrer="https://news.example.org/"),
-        _msg("track", "alias-2", "2026-03-16T12:01:00Z", "edge-alias", event="purchase",
-             properties={"order_id": "edge-o6", "revenue": 30}),
-        {"type": "alias", "messageId": "edge-alias-3", "previousId": "edge-alias", "userId": "edge-alias-user",
-         "timestamp": "2026-03-20T12:00:00Z"},
-        _msg("track", "alias-4", "2026-03-20T12:05:00Z", None, "edge-alias-user", event=order,
-             properties={"order_id": "edge-o7", "revenue": 55.5}),
+        _msg(
+            "track",
+            "alias-2",
+            "2026-03-16T12:01:00Z",
+            "edge-alias",
+            event="purchase",
+            properties={"order_id": "edge-o6", "revenue": 30},
+        ),
+        {
+            "type": "alias",
+            "messageId": "edge-alias-3",
+            "previousId": "edge-alias",
+            "userId": "edge-alias-user",
+            "timestamp": "2026-03-20T12:00:00Z",
+        },
+        _msg(
+            "track",
+            "alias-4",
+            "2026-03-20T12:05:00Z",
+            None,
+            "edge-alias-user",
+            event=order,
+            properties={"order_id": "edge-o7", "revenue": 55.5},
+        ),
         # bucket boundaries: FROM, TO and month starts in UTC and Asia/Kolkata; an order just before FROM
-        _msg("track", "bound-0", "2026-02-17T23:59:59.999999Z", "edge-bound", event=order, session="edge-b0",
-             properties={"order_id": "edge-o8", "revenue": 20}),
+        _msg(
+            "track",
+            "bound-0",
+            "2026-02-17T23:59:59.999999Z",
+            "edge-bound",
+            event=order,
+            session="edge-b0",
+            properties={"order_id": "edge-o8", "revenue": 20},
+        ),
         _msg("page", "bound-1", "2026-02-18T00:00:00Z", "edge-bound", session="edge-b1"),
         _msg("page", "bound-2", "2026-02-28T18:30:00Z", "edge-bound", session="edge-b2"),
         _msg("page", "bound-3", "2026-03-01T00:00:00Z", "edge-bound", session="edge-b3"),
         _msg("page", "bound-4", "2026-04-01T18:30:00Z", "edge-bound", session="edge-b4"),
         _msg("page", "bound-5", "2026-04-02T00:00:00Z", "edge-bound", session="edge-b5"),
-        _msg("track", "bound-6", "2026-03-01T00:00:00Z", "edge-bound-2", event=order,
-             properties={"order_id": "edge-o9", "revenue": 64}),
-        _msg("track", "bound-7", "2026-02-28T18:30:00Z", "edge-bound-3", event=order,
-             properties={"order_id": "edge-o10", "revenue": 16}),
+        _msg(
+            "track",
+            "bound-6",
+            "2026-03-01T00:00:00Z",
+            "edge-bound-2",
+            event=order,
+            properties={"order_id": "edge-o9", "revenue": 64},
+        ),
+        _msg(
+            "track",
+            "bound-7",
+            "2026-02-28T18:30:00Z",
+            "edge-bound-3",
+            event=order,
+            properties={"order_id": "edge-o10", "revenue": 16},
+        ),
         # NPS edges, a survey without a score, screen views, other goals
         *(
-            _msg("track", f"nps-{i}", f"2026-03-18T10:0{i}:00Z", "edge-misc", event="Survey Answered",
-                 session="edge-misc-s", properties={"score": score})
+            _msg(
+                "track",
+                f"nps-{i}",
+                f"2026-03-18T10:0{i}:00Z",
+                "edge-misc",
+                event="Survey Answered",
+                session="edge-misc-s",
+                properties={"score": score},
+            )
             for i, score in enumerate((0, 6, 7, 8, 9, 10))
         ),
-        _msg("track", "nps-x", "2026-03-18T10:07:00Z", "edge-misc", event="Survey Answered",
-             session="edge-misc-s", properties={"comment": "no score"}),
+        _msg(
+            "track",
+            "nps-x",
+            "2026-03-18T10:07:00Z",
+            "edge-misc",
+            event="Survey Answered",
+            session="edge-misc-s",
+            properties={"comment": "no score"},
+        ),
         _msg("screen", "misc-1", "2026-03-18T10:08:00Z", "edge-misc", session="edge-misc-s"),
         _msg("track", "misc-2", "2026-03-18T10:09:00Z", "edge-misc", event="Comment Posted", session="edge-misc-s"),
-        _msg("track", "misc-3", "2026-03-18T10:10:00Z", "edge-misc", event="newsletter_signup",
-             session="edge-misc-s"),
+        _msg("track", "misc-3", "2026-03-18T10:10:00Z", "edge-misc", event="newsletter_signup", session="edge-misc-s"),
         _msg("track", "misc-4", "2026-03-18T10:11:00Z", "edge-misc", event="Something Else", session="edge-misc-s"),
         _msg("screen", "misc-5", "2026-03-18T12:00:00Z", "edge-misc"),
     ]
-MAX_REPORTED = 80
 
 
 async def _ingest(client: httpx.AsyncClient, site: dict[str, Any], messages: list[dict[str, Any]]) -> None:

@@ -210,11 +210,6 @@ async def test_write_key_of_never_used_deleted_site_is_refused(client: httpx.Asy
     assert await db.fetchval("SELECT count(*) FROM event WHERE site_id = $1", doomed["id"]) == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: WriteKeySites caches write key -> Site for 10 s per process and DELETE /v1/sites never "
-    "invalidates it (nor does the writer check the site still exists), so events are stored for a purged site",
-    strict=True,
-)
 async def test_write_key_of_deleted_site_is_refused_right_away(client: httpx.AsyncClient, db) -> None:
     doomed = await create_site(client)
     await _fill(client, doomed)  # the write key is now cached by this process

@@ -156,9 +156,7 @@ def test_default_value_path_order(properties: dict[str, Any], value: float | Non
 
 
 def test_explicit_value_path_replaces_the_defaults() -> None:
-    rules = make_ruleset(
-        make_rule("order", "convert", {"event": "Order"}, value="properties.amount.gross", order=True)
-    )
+    rules = make_ruleset(make_rule("order", "convert", {"event": "Order"}, value="properties.amount.gross", order=True))
     nested = make_track("Order", properties={"amount": {"gross": "19.90"}, "revenue": 5})
     assert classify(nested, PersonHistory(), rules).value == pytest.approx(19.9)
     no_amount = make_track("Order", properties={"revenue": 5, "total": 6})

@@ -172,6 +172,15 @@ def test_a_bot_purchase_is_not_a_first_order_and_does_not_make_the_human_one_a_r
     assert facts[human_order.event_id].is_first_order
 
 
+def test_a_bot_purchase_after_a_human_one_is_not_a_repeat_order() -> None:
+    human_order = make_purchase(20.0, at=timedelta(0))
+    bot_order = make_purchase(500.0, at=timedelta(hours=1), is_bot=True)
+    facts, _ = derive([bot_order, human_order])
+    assert facts[human_order.event_id].is_first_order
+    assert not facts[bot_order.event_id].is_first_order
+    assert not facts[bot_order.event_id].is_repeat_order
+
+
 def test_bots_do_not_feed_the_history_rules_see() -> None:
     rules = make_ruleset(
         make_rule("big_spender", "engage", {"event": "check", "person.revenue_before": {"gte": 100}}),

@@ -1,0 +1,50 @@
+-- wrk script: one Segment track/page message per request, unique messageIds per thread,
+-- persons cycling over PERSONS anonymous ids. Usage: wrk -s wrk_track.lua URL -- WRITE_KEY [BATCH]
+local counter = 0
+local thread_id = 0
+local key = ""
+local batch = 1
+local persons = 20000
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  key = args[1] or ""
+  batch = tonumber(args[2] or "1")
+  math.randomseed(thread_id * 7919)
+end
+
+local function message()
+  counter = counter + 1
+  local person = math.random(persons)
+  local kind = math.random(10)
+  local id = string.format("t%d-%d-%d", thread_id, counter, math.random(1000000000))
+  if kind <= 6 then
+    return string.format('{"type":"page","anonymousId":"p%d","messageId":"%s","context":{"page":{"url":"https://shop.example/p/%d","referrer":"https://www.google.com/"}}}', person, id, kind)
+  elseif kind <= 9 then
+    return string.format('{"type":"track","event":"Product Viewed","anonymousId":"p%d","messageId":"%s","properties":{"product_id":"sku-%d"}}', person, id, kind)
+  end
+  return string.format('{"type":"track","event":"Order Completed","anonymousId":"p%d","messageId":"%s","properties":{"order_id":"%s","revenue":25.5}}', person, id, id)
+end
+
+function request()
+  local body
+  if batch == 1 then
+    body = message()
+    return wrk.format("POST", "/v1/track", {["Content-Type"] = "text/plain", ["Authorization"] = "Basic " .. key}, body)
+  end
+  local parts = {}
+  for i = 1, batch do parts[i] = message() end
+  body = '{"batch":[' .. table.concat(parts, ",") .. ']}'
+  return wrk.format("POST", "/v1/batch", {["Content-Type"] = "application/json", ["Authorization"] = "Basic " .. key}, body)
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    io.stderr:write("status " .. status .. ": " .. body .. "\n")
+  end
+end
