@@ -123,7 +123,7 @@ def _compile_rule(index: int, rule: Any, seen_goals: set[str]) -> CompiledRule:
         if not isinstance(rule.get(flag, False), bool):
             problems.append(_problem(index, goal, flag, "must be true or false"))
     value = rule.get("value")
-    if value is not None and not (isinstance(value, str) and value.startswith("properties.")):
+    if value is not None and not (isinstance(value, str) and value.startswith("properties.") and value[11:]):
         problems.append(_problem(index, goal, "value", "must be a properties.* path"))
     conditions: list[Condition] = []
     try:
@@ -188,6 +188,8 @@ def _sources(conditions: Sequence[Condition]) -> str:
 def _compile_field(key: str, spec: Any, path: str) -> list[Condition]:
     getter, ops = _getter(key, path)
     matchers = spec if isinstance(spec, Mapping) else {"in" if isinstance(spec, list) else "eq": spec}
+    if not matchers:
+        raise _FieldError(path, "needs at least one operator")
     out = []
     for op, arg in matchers.items():
         if op not in ops:

@@ -414,3 +414,16 @@ def test_a_rule_with_several_problems_reports_each() -> None:
 def test_unhashable_stage_is_a_rule_error(stage: Any) -> None:
     problems = rule_error([make_rule("g", stage)]).problems
     assert [(p["rule"], p["goal"], p["field"]) for p in problems] == [(0, "g", "stage")]
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"goal": "a", "stage": "act", "when": {"event": {}}}, "when.event"),
+        ({"goal": "a", "stage": "act", "value": "properties."}, "value"),
+    ],
+)
+def test_empty_matcher_and_empty_value_path_are_refused(rule: dict[str, Any], field: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        compile_ruleset({"rules": [rule]})
+    assert [p["field"] for p in caught.value.problems] == [field]
