@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -157,6 +158,14 @@ class Writer:
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
                     result = await store.write_events(conn, site_id, events, ruleset_for)
                     await store.insert_failed(conn, site_id, failures)
+                    await store.count_ingest(
+                        conn,
+                        site_id,
+                        datetime.now(UTC),
+                        len(result.stored),
+                        len(events) - len(result.stored),
+                        len(failures),
+                    )
                 return {m: owner[m] for m in result.stored}
             except asyncpg.DeadlockDetectedError:
                 if attempt == MAX_ATTEMPTS:

@@ -18,27 +18,28 @@ function init(args)
   math.randomseed(thread_id * 7919)
 end
 
-local function message()
+local function message_and_type()
   counter = counter + 1
   local person = math.random(persons)
   local kind = math.random(10)
   local id = string.format("t%d-%d-%d", thread_id, counter, math.random(1000000000))
   if kind <= 6 then
-    return string.format('{"type":"page","anonymousId":"p%d","messageId":"%s","context":{"page":{"url":"https://shop.example/p/%d","referrer":"https://www.google.com/"}}}', person, id, kind)
+    return string.format('{"type":"page","anonymousId":"p%d","messageId":"%s","context":{"page":{"url":"https://shop.example/p/%d","referrer":"https://www.google.com/"}}}', person, id, kind), "page"
   elseif kind <= 9 then
-    return string.format('{"type":"track","event":"Product Viewed","anonymousId":"p%d","messageId":"%s","properties":{"product_id":"sku-%d"}}', person, id, kind)
+    return string.format('{"type":"track","event":"Product Viewed","anonymousId":"p%d","messageId":"%s","properties":{"product_id":"sku-%d"}}', person, id, kind), "track"
   end
-  return string.format('{"type":"track","event":"Order Completed","anonymousId":"p%d","messageId":"%s","properties":{"order_id":"%s","revenue":25.5}}', person, id, id)
+  return string.format('{"type":"track","event":"Order Completed","anonymousId":"p%d","messageId":"%s","properties":{"order_id":"%s","revenue":25.5}}', person, id, id), "track"
 end
 
 function request()
   local body
   if batch == 1 then
-    body = message()
-    return wrk.format("POST", "/v1/track", {["Content-Type"] = "text/plain", ["Authorization"] = "Basic " .. key}, body)
+    local kind
+    body, kind = message_and_type()
+    return wrk.format("POST", "/v1/" .. kind, {["Content-Type"] = "text/plain", ["Authorization"] = "Basic " .. key}, body)
   end
   local parts = {}
-  for i = 1, batch do parts[i] = message() end
+  for i = 1, batch do parts[i] = (message_and_type()) end
   body = '{"batch":[' .. table.concat(parts, ",") .. ']}'
   return wrk.format("POST", "/v1/batch", {["Content-Type"] = "application/json", ["Authorization"] = "Basic " .. key}, body)
 end

@@ -416,3 +416,21 @@ async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: objec
         start,
         end,
     )
+
+
+async def count_ingest(
+    conn: asyncpg.Connection, site_id: int, hour: object, accepted: int, duplicates: int, rejected: int
+) -> None:
+    """Data-quality counters by hour of receipt, in the flush's transaction."""
+    await conn.execute(
+        """INSERT INTO ingest_counter (site_id, hour, accepted, duplicates, rejected)
+           VALUES ($1, date_trunc('hour', $2::timestamptz), $3, $4, $5)
+           ON CONFLICT (site_id, hour) DO UPDATE SET accepted = ingest_counter.accepted + EXCLUDED.accepted,
+             duplicates = ingest_counter.duplicates + EXCLUDED.duplicates,
+             rejected = ingest_counter.rejected + EXCLUDED.rejected""",
+        site_id,
+        hour,
+        accepted,
+        duplicates,
+        rejected,
+    )

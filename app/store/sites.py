@@ -37,6 +37,7 @@ TENANT_TABLES = (
     "ruleset",
     "target",
     "job",
+    "ingest_counter",
 )
 
 
