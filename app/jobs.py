@@ -16,8 +16,9 @@ import asyncpg
 
 from app.domain.kpis import Granularity, buckets
 from app.rulesets import RulesetCache
-from app.store import events as event_store
 from app.store import jobs as store
+from app.store import persons as person_store
+from app.store.locks import lock_key
 
 log = logging.getLogger("racetrack.jobs")
 
@@ -56,7 +57,7 @@ class JobRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, site_id: int, job_id: int) -> None:
-        key = event_store.lock_key("job", site_id, str(job_id))
+        key = lock_key("job", site_id, str(job_id))
         async with self._pool.acquire() as holder:
             if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", key):
                 return  # another process is running it
@@ -75,7 +76,7 @@ class JobRunner:
             for index in range(job["done"], len(days)):
                 async with self._pool.acquire() as conn, conn.transaction():
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    await event_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
+                    await person_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
                     await store.advance_job(conn, site_id, job_id, index + 1)
             async with self._pool.acquire() as conn:
                 await store.finish_job(conn, site_id, job_id, "done")

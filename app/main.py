@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, rules, sites, targets
+from app.api import failed, health, ingest, kpis, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.observe import Observe, configure_logging
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_error_handlers(app)
     for router in (
         ingest.router,
+        trackers.router,
         kpis.router,
         rules.router,
         targets.router,

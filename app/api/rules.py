@@ -20,8 +20,8 @@ from app.domain.person import derive_person
 from app.domain.rules import CompiledRuleset, RuleError, compile_ruleset
 from app.errors import BadRequest, NotFound, Unprocessable
 from app.rulesets import default_document
-from app.store import events as event_store
 from app.store import jobs as job_store
+from app.store import persons as person_store
 from app.store import rulesets as store
 from app.wire.body import parse_json, read_body
 
@@ -147,7 +147,7 @@ async def preview_rules(body: RulePreview, site: AdminSite, conn: Conn) -> dict[
     proposed = compile_or_422(body.rules)
     zone = _zone(body.tz, site)
     start, end = _period(body.from_, body.to, zone)
-    persons = await event_store.persons_between(conn, site.site_id, start, end)
+    persons = await person_store.persons_between(conn, site.site_id, start, end)
     if len(persons) > PREVIEW_MAX_PERSONS:
         raise BadRequest(
             f"{len(persons)} persons in range; preview at most {PREVIEW_MAX_PERSONS}",
@@ -155,10 +155,10 @@ async def preview_rules(body: RulePreview, site: AdminSite, conn: Conn) -> dict[
             [{"field": "to", "message": "narrow the range"}],
         )
     current = Counter[tuple[str, str | None]]()
-    for row in await event_store.stage_goal_counts(conn, site.site_id, start, end):
+    for row in await person_store.stage_goal_counts(conn, site.site_id, start, end):
         current[(row["stage"], row["goal"])] = row["events"]
     after = Counter[tuple[str, str | None]]()
-    by_person = await event_store.load_person_events(conn, site.site_id, persons)
+    by_person = await person_store.load_person_events(conn, site.site_id, persons)
     for person_id, events in by_person.items():
         in_range = {e.event_id for e in events if start <= e.event_at < end and not e.is_bot}
         facts, _ = derive_person(person_id, events, lambda version: proposed)

@@ -14,8 +14,8 @@ Events:
   `sent_at` (event, body, or posthog-js's `?_=<ms>`) -> sentAt, `$session_id` -> context.sessionId,
   `$raw_user_agent`/`$useragent` -> context.userAgent, `$current_url`/`$pathname`/`$referrer`/`title`
   -> context.page (`$direct` is no referrer), utm_* properties or the URL's utm_* -> context.campaign,
-  `$ip` (or the event's `ip`) -> context.ip, which normalize hashes; the raw IP is not kept in
-  properties. `$set`/`$set_once` -> traits (`$set` wins).
+  `$ip` (or the event's `ip`) -> context.ip, handled by normalize like Segment's (the raw IP is
+  not stored) and dropped from properties. `$set`/`$set_once` -> traits (`$set` wins).
 
 Identity (PostHog has one `distinct_id`; Segment has anonymousId and userId):
 - `$identify`: userId = distinct_id, anonymousId = `$anon_distinct_id` (links the visitor's
@@ -81,16 +81,19 @@ def _messages(event: Any, body_key: str | None, sent_at: Any, received_at: datet
     props: dict[str, Any] = dict(raw_props) if isinstance(raw_props, Mapping) else {}
     name = event.get("event")
     distinct_id = text(event.get("distinct_id")) or text(props.get("distinct_id"))
+    timestamp, event_sent_at = event.get("timestamp"), event.get("sent_at") or sent_at
+    if not timestamp and (at_offset := _offset_time(event.get("offset"), received_at)):
+        timestamp, event_sent_at = at_offset, None  # already on the server's clock
     message: dict[str, Any] = {
         "type": SPECIAL_TYPES.get(name, "track") if isinstance(name, str) else "track",
         "messageId": event.get("uuid") if event.get("uuid") not in (None, "") else event.get("messageId"),
-        "timestamp": event.get("timestamp") or _offset_time(event.get("offset"), received_at),
-        "sentAt": event.get("sent_at") or sent_at,
-        "properties": {k: v for k, v in props.items() if k not in CONSUMED}
-        if raw_props is None or props
-        else raw_props,
+        "timestamp": timestamp,
+        "sentAt": event_sent_at,
+        "properties": {k: v for k, v in props.items() if k not in CONSUMED},
         "context": _context(event, props),
     }
+    if raw_props is not None and not isinstance(raw_props, Mapping):
+        message["properties"] = raw_props  # not an object: normalize rejects it, naming the field
     key = text(event.get("api_key")) or text(event.get("token")) or text(props.get("token")) or body_key
     if key:
         message["writeKey"] = key
@@ -103,21 +106,13 @@ def _messages(event: Any, body_key: str | None, sent_at: Any, received_at: datet
     if name == "$create_alias":
         message.update(type="alias", previousId=distinct_id, userId=text(props.get("alias")))
     elif name == "$groupidentify":
-        message.update(type="group", anonymousId=distinct_id, groupId=text(props.get("$group_key")))
         group_set = props.get("$group_set")
+        message.update(type="group", anonymousId=distinct_id, groupId=text(props.get("$group_key")))
         message["traits"] = dict(group_set) if isinstance(group_set, Mapping) else {}
     elif name == "$identify":
         message.update(userId=distinct_id, anonymousId=text(props.get("$anon_distinct_id")))
         if distinct_id and isinstance(message["messageId"], str) and message["messageId"]:
-            extra.append(
-                {k: v for k, v in message.items() if k in ("timestamp", "sentAt", "context", "writeKey")}
-                | {
-                    "type": "alias",
-                    "messageId": f"{message['messageId']}:identified",
-                    "previousId": distinct_id,
-                    "userId": distinct_id,
-                }
-            )
+            extra.append(_identified_link(message, distinct_id))
     else:
         message.update(_identity(distinct_id, props))
     if message["type"] in ("page", "screen"):
@@ -125,6 +120,13 @@ def _messages(event: Any, body_key: str | None, sent_at: Any, received_at: datet
         if isinstance(title, str) and title:
             message["name"] = title
     return [message, *extra]
+
+
+def _identified_link(identify: Mapping[str, Any], distinct_id: str) -> dict[str, Any]:
+    """alias(distinct_id -> distinct_id): the identified distinct_id, used as an anonymousId, is this user."""
+    shared = {k: v for k, v in identify.items() if k in ("timestamp", "sentAt", "context", "writeKey")}
+    link = {"type": "alias", "messageId": f"{identify['messageId']}:identified"}
+    return shared | link | {"previousId": distinct_id, "userId": distinct_id}
 
 
 def _identity(distinct_id: str | None, props: Mapping[str, Any]) -> dict[str, str | None]:

@@ -16,8 +16,8 @@ Events (`e`):
 - `tr` ecommerce transaction -> track "Order Completed": order_id = `tr_id`, revenue = `tr_tt`,
   tax, shipping, currency, affiliation, city/state/country (numbers parsed from their strings).
 - `ti` transaction item -> track "Transaction Item" with `transaction_id` = `ti_id`, sku, name,
-  category, price, quantity, currency. Not `order_id`: one order id is counted once per event
-  name, so the second item of an order would be dropped as a duplicate.
+  category, price, quantity, currency. Not `order_id`, which in Segment's spec marks the order
+  itself (and is deduplicated as one): an item is a part of one.
 - `pp` page ping -> nothing (a heartbeat every few seconds; not an event for the funnel).
 - anything else, or an undecodable `ue`, -> a message that normalize rejects (type
   "snowplow:<why>"), so it is kept in failed_event with the raw parameters.
@@ -27,10 +27,10 @@ Fields: `eid` -> messageId; `ttm` (true timestamp, ms) -> timestamp as is, else 
 the client_session entity's userId, or `tnuid`/`nuid`) -> anonymousId; `uid` -> userId; `sid` (or
 client_session.sessionId) -> context.sessionId; `url`/`refr`/`page` -> context.page and the URL's
 utm_* -> context.campaign; `ua` -> context.userAgent; `lang` -> context.locale; `tz` ->
-context.timezone; `ip` -> context.ip (normalize hashes it); contexts `co`/`cx` -> the entities
-read above, the whole list kept in context.snowplow.contexts; `tv` -> context.library.version;
-`aid` (the tracker's app id) -> writeKey unless the request names a key itself (`writeKey`
-parameter, which this mapping also reads, or the route's query/auth).
+context.timezone; `ip` -> context.ip (handled by normalize; the raw IP is not stored); contexts
+`co`/`cx` -> the entities read above, the whole list kept in context.snowplow.contexts; `tv` ->
+context.library.version; `aid` (the tracker's app id) -> writeKey unless the request names a key
+itself (a `writeKey` parameter, which this mapping also reads, or the route's query/auth).
 """
 
 from __future__ import annotations
@@ -139,9 +139,9 @@ def _common(params: Mapping[str, Any], entities: list[Mapping[str, Any]]) -> dic
         "sentAt": None if true_time is not None else _millis(params.get("stm")),
         "context": context,
     }
-    key = text(params.get("writeKey")) or text(params.get("aid"))
-    if key:
-        message["writeKey"] = key
+    write_key = text(params.get("writeKey")) or text(params.get("aid"))
+    if write_key:
+        message["writeKey"] = write_key
     return message
 
 
@@ -194,7 +194,8 @@ def _self_describing_event(params: Mapping[str, Any], entities: list[Mapping[str
     if not isinstance(inner, Mapping) or not isinstance(inner.get("schema"), str):
         raise _Unmappable("invalid_self_describing_event")
     schema: str = inner["schema"]
-    data = inner.get("data") if isinstance(inner.get("data"), Mapping) else {}
+    raw_data = inner.get("data")
+    data: Mapping[str, Any] = raw_data if isinstance(raw_data, Mapping) else {}
     vendor, name = _schema_name(schema)
     if (vendor, name) in SCREEN_SCHEMAS:
         return {"type": "screen", "name": text(data.get("name")), "properties": dict(data) | {"schema": schema}}

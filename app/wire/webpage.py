@@ -79,6 +79,6 @@ def b64_json_bytes(encoded: str) -> bytes:
     if len(cleaned) % 4 == 1:
         raise ValueError("truncated base64")
     try:
-        return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"not base64: {exc}") from None

@@ -1,0 +1,195 @@
+"""A person's derived facts and sessions: load their events, derive (app/domain/person.py), and write
+only what changed; new events are inserted with their facts in the same pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
+from typing import Any
+
+import asyncpg
+
+from app.domain.model import Event
+from app.domain.normalize import IncomingEvent, as_event
+from app.domain.person import EventFacts, SessionFacts, derive_person
+from app.domain.rules import CompiledRuleset
+from app.store.locks import lock_all, lock_key
+
+RulesetFor = Callable[[int | None], CompiledRuleset]
+
+_LOAD = """
+SELECT event_id, person_id, message_id, type, event_name, name, properties, path, url, referrer,
+       campaign, channel, device, session_hint, is_bot, event_at, ruleset_version,
+       stage, goal, value, is_lead, is_order, is_first_event, is_first_order, is_repeat_order,
+       session_key, nps_score
+FROM event WHERE site_id = $1 AND person_id = ANY($2::text[])
+"""
+FACT_COLUMNS = (
+    "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
+    "is_repeat_order", "session_key", "nps_score", "ruleset_version",
+)  # fmt: skip
+FACT_TYPES = ("text", "text", "float8", "bool", "bool", "bool", "bool", "bool", "text", "float8", "int4")
+EVENT_COLUMNS = (
+    "site_id", "event_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "person_id",
+    "event_at", "received_at", "sent_at", "properties", "traits", "context", "path", "url", "referrer",
+    "campaign", "channel", "device", "session_hint", "is_bot", *FACT_COLUMNS,
+)  # fmt: skip
+SESSION_COLUMNS = (
+    "session_key", "started_at", "ended_at", "event_count", "is_bounce", "channel", "peso", "device",
+    "campaign_source", "campaign_medium", "campaign_name",
+)  # fmt: skip
+
+
+async def recompute_persons(
+    conn: asyncpg.Connection,
+    site_id: int,
+    person_ids: Sequence[str],
+    ruleset_for: RulesetFor,
+    arriving: Sequence[tuple[str, IncomingEvent]] = (),
+) -> None:
+    """Re-derive these persons from their stored events plus `arriving` ones (inserted here)."""
+    rows = await conn.fetch(_LOAD, site_id, list(person_ids))
+    stored = {r["event_id"]: r for r in rows}
+    by_person: dict[str, list[Event]] = {p: [] for p in person_ids}
+    for row in rows:
+        by_person[row["person_id"]].append(_event(row))
+    new_ids = await _event_ids(conn, len(arriving))
+    incoming: dict[int, tuple[str, IncomingEvent]] = {}
+    for event_id, (person_id, event) in zip(new_ids, arriving, strict=True):
+        incoming[event_id] = (person_id, event)
+        by_person[person_id].append(_new_event(event, event_id))
+    changed: list[EventFacts] = []
+    inserts: list[tuple[Any, ...]] = []
+    sessions: dict[str, tuple[str, SessionFacts]] = {}
+    for person_id, events in by_person.items():
+        facts, person_sessions = derive_person(person_id, events, ruleset_for)
+        for f in facts:
+            if f.event_id in incoming:
+                inserts.append(_insert_row(site_id, f, *incoming[f.event_id]))
+            elif _fact_values(f) != tuple(stored[f.event_id][c] for c in FACT_COLUMNS):
+                changed.append(f)
+        sessions.update((s.session_key, (person_id, s)) for s in person_sessions)
+    if inserts:
+        await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=inserts)
+    if changed:
+        await _update_facts(conn, site_id, changed)
+    await _sync_sessions(conn, site_id, person_ids, sessions)
+
+
+async def _event_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+    if not count:
+        return []
+    rows = await conn.fetch("SELECT nextval('event_event_id_seq') AS id FROM generate_series(1, $1)", count)
+    return [r["id"] for r in rows]
+
+
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
+        message_id=row["message_id"], type=row["type"], event_at=row["event_at"], event_name=row["event_name"],
+        name=row["name"], properties=row["properties"], path=row["path"], url=row["url"],
+        referrer=row["referrer"], campaign=row["campaign"], channel=row["channel"], device=row["device"],
+        session_hint=row["session_hint"], is_bot=row["is_bot"], event_id=row["event_id"],
+        ruleset_version=row["ruleset_version"],
+    )  # fmt: skip
+
+
+def _new_event(incoming: IncomingEvent, event_id: int) -> Event:
+    event = as_event(incoming)
+    return Event(**{**{f: getattr(event, f) for f in Event.__slots__}, "event_id": event_id})
+
+
+def _fact_values(f: EventFacts) -> tuple[object, ...]:
+    return (
+        f.stage.value, f.goal, f.value, f.is_lead, f.is_order, f.is_first_event, f.is_first_order,
+        f.is_repeat_order, f.session_key, f.nps_score, f.ruleset_version,
+    )  # fmt: skip
+
+
+def _insert_row(site_id: int, f: EventFacts, person_id: str, e: IncomingEvent) -> tuple[Any, ...]:
+    return (
+        site_id, f.event_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, person_id,
+        e.event_at, e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer,
+        e.campaign, e.channel, e.device, e.session_hint, e.is_bot, *_fact_values(f),
+    )  # fmt: skip
+
+
+async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[EventFacts]) -> None:
+    columns = list(zip(*(_fact_values(f) for f in facts), strict=True))
+    params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(FACT_TYPES))
+    sets = ", ".join(f"{c} = u.{c}" for c in FACT_COLUMNS)
+    await conn.execute(
+        f"""UPDATE event SET {sets}
+            FROM unnest($2::bigint[], {params}) AS u(event_id, {", ".join(FACT_COLUMNS)})
+            WHERE event.site_id = $1 AND event.event_id = u.event_id""",
+        site_id, [f.event_id for f in facts], *[list(c) for c in columns],
+    )  # fmt: skip
+
+
+async def _sync_sessions(
+    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str], sessions: dict[str, tuple[str, SessionFacts]]
+) -> None:
+    """Delete the sessions that no longer exist, upsert the new and the changed ones."""
+    rows = await conn.fetch(
+        f"SELECT person_id, {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND person_id = ANY($2)",
+        site_id, list(person_ids),
+    )  # fmt: skip
+    current = {r["session_key"]: (r["person_id"], tuple(r[c] for c in SESSION_COLUMNS)) for r in rows}
+    gone = [key for key in current if key not in sessions]
+    if gone:
+        await conn.execute("DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, gone)
+    upserts = [
+        (site_id, person_id, *astuple(s)) for key, (person_id, s) in sessions.items()
+        if current.get(key) != (person_id, astuple(s))
+    ]  # fmt: skip
+    if upserts:
+        columns = ("site_id", "person_id", *SESSION_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:] if c != "session_key")
+        values = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        await conn.executemany(
+            f"INSERT INTO session ({', '.join(columns)}) VALUES ({values}) "
+            f"ON CONFLICT (site_id, session_key) DO UPDATE SET {updates}",
+            upserts,
+        )
+
+
+async def persons_between(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT person_id FROM event WHERE site_id = $1 AND event_at >= $2 AND event_at < $3",
+        site_id, start, end,
+    )  # fmt: skip
+    return [r["person_id"] for r in rows]
+
+
+async def reclassify_persons_between(
+    conn: asyncpg.Connection, site_id: int, start: object, end: object, ruleset_for: RulesetFor
+) -> int:
+    """Put the events of [start, end) under the current ruleset and re-derive their persons, in the
+    caller's transaction (one day per transaction: a KPI query never sees half a day)."""
+    persons = await persons_between(conn, site_id, start, end)
+    if not persons:
+        return 0
+    await lock_all(conn, (lock_key("p", site_id, p) for p in persons))
+    await conn.execute(
+        """UPDATE event SET ruleset_version = $5
+           WHERE site_id = $1 AND person_id = ANY($2::text[]) AND event_at >= $3 AND event_at < $4""",
+        site_id, persons, start, end, ruleset_for(None).version,
+    )  # fmt: skip
+    await recompute_persons(conn, site_id, persons, ruleset_for)
+    return len(persons)
+
+
+async def load_person_events(
+    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]
+) -> dict[str, list[Event]]:
+    by_person: dict[str, list[Event]] = {}
+    for row in await conn.fetch(_LOAD, site_id, list(person_ids)):
+        by_person.setdefault(row["person_id"], []).append(_event(row))
+    return by_person
+
+
+async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[Any]:
+    return await conn.fetch(
+        """SELECT stage, goal, count(*) AS events FROM event
+           WHERE site_id = $1 AND NOT is_bot AND event_at >= $2 AND event_at < $3 GROUP BY 1, 2""",
+        site_id, start, end,
+    )  # fmt: skip
