@@ -207,3 +207,51 @@ async def test_targets_show_beside_month_actuals(client: httpx.AsyncClient) -> N
     header, first = csv_text.splitlines()[:2]
     assert header.endswith("orders_target,orders_attainment,revenue_target,revenue_attainment")
     assert first.endswith(",,,200.0,0.25")
+
+
+async def test_rule_change_reaches_another_worker_within_a_second(
+    client: httpx.AsyncClient, settings: Any, db: asyncpg.Connection
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from app.main import create_app
+
+    site = await create_site(client)
+    async with LifespanManager(create_app(settings)) as other_worker:
+        other = httpx.AsyncClient(transport=httpx.ASGITransport(app=other_worker.app), base_url="http://w2")
+        await _ingest(other, site, [track("before", "Demo Requested", 1)])  # warms the other worker's cache
+        put = await client.put(
+            "/v1/rules", content=B2B_RULES, headers={**admin(site), "Content-Type": "application/yaml"}
+        )
+        assert put.status_code == 200
+        await asyncio.sleep(1.1)
+        await _ingest(other, site, [track("after", "Demo Requested", 2)])
+        await other.aclose()
+    rows = dict(await db.fetch("SELECT message_id, goal FROM event WHERE site_id = $1", site["id"]))
+    assert rows == {"before": None, "after": "demo_request"}
+
+
+async def test_an_interrupted_reclassification_resumes_on_start(
+    client: httpx.AsyncClient, settings: Any, db: asyncpg.Connection
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from app.main import create_app
+
+    site = await create_site(client)
+    await _ingest(client, site, [track("w1", "Whitepaper Downloaded", 1), track("w2", "Whitepaper Downloaded", 3)])
+    await client.put("/v1/rules", content=B2B_RULES, headers={**admin(site), "Content-Type": "application/yaml"})
+    # a job whose process died after committing its first day of three
+    job_id = await db.fetchval(
+        """INSERT INTO job (site_id, kind, params, status, done, total)
+           VALUES ($1, 'reclassify', $2::jsonb, 'running', 1, 3) RETURNING job_id""",
+        site["id"],
+        '{"from": "2026-03-01T00:00:00+00:00", "to": "2026-03-04T00:00:00+00:00", "tz": "UTC"}',
+    )
+    async with LifespanManager(create_app(settings)) as restarted:
+        again = httpx.AsyncClient(transport=httpx.ASGITransport(app=restarted.app), base_url="http://r")
+        status = await _wait_job(again, site, job_id)
+        await again.aclose()
+    assert (status["status"], status["done"]) == ("done", 3)
+    rows = dict(await db.fetch("SELECT message_id, goal FROM event WHERE site_id = $1", site["id"]))
+    assert rows == {"w1": None, "w2": "whitepaper"}  # day 1 was "done" before the crash: not redone
