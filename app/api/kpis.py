@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime, timedelta
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app.api.caching import conditional
 from app.api.deps import Conn, ReadSite
 from app.domain.kpis import KPI_NAMES, Bucket, Granularity, buckets, funnel_steps, kpis_of, parse_bound
+from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
-from app.store import kpi_queries
+from app.store import kpi_queries, report_queries
 from app.store import targets as targets_store
 from app.store.kpi_queries import BREAKDOWNS
 from app.store.sites import Site
 
 router = APIRouter(tags=["kpis"])
+T = TypeVar("T")
 MAX_BUCKETS = 1100
 
 From = Annotated[
@@ -36,7 +40,10 @@ Tz = Annotated[
     str | None,
     Query(description="IANA time zone for buckets and dates (default: the site's)", examples=["Europe/Berlin"]),
 ]
-Format = Annotated[Literal["json", "csv"] | None, Query(description="json (default) or csv; or Accept: text/csv")]
+Format = Annotated[
+    Literal["json", "csv"] | None,
+    Query(description="json (default) or csv; or send Accept: text/csv", examples=["csv"]),
+]
 Breakdown = Annotated[
     Literal["channel", "peso", "source", "medium", "campaign", "device"] | None,
     Query(
@@ -124,18 +131,17 @@ async def kpis(
     if _wants_csv(request, format):
         flat = [_flat(r) for r in rows]
         plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment")]
-        return _csv(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
-    return JSONAnswer(
-        {
-            "site": site.site_id,
-            "from": period[0].isoformat(),
-            "to": period[1].isoformat(),
-            "granularity": granularity.value,
-            "tz": zone.key,
-            "breakdown": breakdown,
-            "buckets": rows,
-        }
-    )
+        return conditional(request, _csv(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv"))
+    answer = {
+        "site": site.site_id,
+        "from": period[0].isoformat(),
+        "to": period[1].isoformat(),
+        "granularity": granularity.value,
+        "tz": zone.key,
+        "breakdown": breakdown,
+        "buckets": rows,
+    }
+    return conditional(request, JSONAnswer(answer))
 
 
 async def _add_targets(
@@ -177,25 +183,86 @@ def _bucket_row(b: Bucket, grp: str, counts: dict[tuple[datetime, str], Any], gr
     }
 
 
-@router.get("/v1/funnel", summary="The RACE funnel over a period: persons reaching each stage")
+FUNNEL_DESCRIPTION = """Without `steps`: the RACE funnel over the period. Per stage, `persons` with an event of
+that stage in [from, to) (reach: any event); `rate_from_previous` and `rate_from_top` against the
+previous stage and reach; `median_seconds_from_previous`: over persons with events of both stages in
+the period, the median of (their first event of this stage - their first event of the previous
+stage); it can be negative when many persons reach a stage before the previous one.
+
+With `steps`: an ordered goal funnel per person. Step 1 (the entry) is the person's first completion
+of the first goal in [from, to); the period bounds only the entry. Each later required step is the
+first completion of its goal after the previous required step and at most `window` after the entry.
+A step written `goal?` is optional: it counts when it is completed after the previous matched step
+and before the next required step's match (or, when that one is never reached, within the window);
+a person who skips it continues. `persons` of a step: persons who completed it;
+`rate_from_previous`: persons / persons of the previous *required* step; `rate_from_top`: persons /
+entries; `median_seconds_from_previous`: median of (this step's time - the person's previous matched
+step's time). Goals are matched by name as classified (a second purchase is `repeat_purchase`);
+unknown goals simply count 0. Bot events are excluded."""
+Steps = Annotated[
+    str | None,
+    Query(
+        description="Goal names in order, comma-separated; a '?' suffix marks an optional step "
+        f"(at most 10 steps; the first cannot be optional)",
+        examples=["product_view,add_to_cart?,purchase"],
+    ),
+]
+Window = Annotated[
+    str | None,
+    Query(
+        description=f"With steps: how long after the entry later steps count: a number and s, m, h, d or w "
+        f"(default {DEFAULT_WINDOW}, at most 366d)",
+        examples=["7d"],
+    ),
+]
+
+
+def _parsed(name: str, text: str, parse: Callable[[str], T]) -> T:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise BadRequest(f"invalid {name}: {exc}", "invalid_parameter", [{"field": name, "message": str(exc)}]) from None
+
+
+@router.get(
+    "/v1/funnel",
+    summary="The RACE funnel over a period, or an ordered goal funnel (steps=)",
+    description=FUNNEL_DESCRIPTION,
+)
 async def funnel(
-    request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
+    request: Request,
+    site: ReadSite,
+    conn: Conn,
+    start: From,
+    end: To,
+    tz: Tz = None,
+    steps: Steps = None,
+    window: Window = None,
+    format: Format = None,
 ) -> Response:
     zone = _zone(tz, site)
     period = _period(start, end, zone)
-    found = await kpi_queries.funnel_counts(conn, site.site_id, *period)
-    steps = [
-        {"stage": s.pop("label"), **s}
-        for s in funnel_steps([(k, found[k]) for k in ("reach", "act", "convert", "engage")])
-    ]
+    answer: dict[str, Any] = {
+        "site": site.site_id,
+        "from": period[0].isoformat(),
+        "to": period[1].isoformat(),
+        "tz": zone.key,
+    }
+    span = _parsed("window", window or DEFAULT_WINDOW, parse_window)  # checked even when unused
+    if steps is None:
+        found = await report_queries.stage_funnel(conn, site.site_id, *period)
+        rows = []
+        for step in funnel_steps([(stage, persons) for stage, (persons, _) in found.items()]):
+            stage = str(step.pop("label"))
+            rows.append({"stage": stage, **step, "median_seconds_from_previous": found[stage][1]})
+        columns = ["stage"]
+    else:
+        goal_steps = _parsed("steps", steps, parse_steps)
+        found_steps = await report_queries.ordered_funnel(conn, site.site_id, *period, goal_steps, span)
+        rows = goal_funnel(goal_steps, found_steps)
+        answer["window_seconds"] = span.total_seconds()
+        columns = ["goal", "optional"]
     if _wants_csv(request, format):
-        return _csv(steps, ["stage", "persons", "rate_from_previous", "rate_from_top"], "funnel.csv")
-    return JSONAnswer(
-        {
-            "site": site.site_id,
-            "from": period[0].isoformat(),
-            "to": period[1].isoformat(),
-            "tz": zone.key,
-            "steps": steps,
-        }
-    )
+        columns += ["persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]
+        return conditional(request, _csv(rows, columns, "funnel.csv"))
+    return conditional(request, JSONAnswer({**answer, "steps": rows}))

@@ -124,6 +124,23 @@ KPI_NAMES = (
     "nps",
 )
 
+# The RACE one-pager (/v1/report): which KPIs each stage shows, in this order.
+STAGE_KPIS: dict[str, tuple[str, ...]] = {
+    "reach": ("visitors", "new_visitors", "sessions", "pageviews", "bounce_rate", "value_per_visit"),
+    "act": ("act_events", "leads", "lead_rate", "pages_per_session", "avg_session_seconds"),
+    "convert": ("orders", "revenue", "aov", "new_customers", "conversion_rate", "offline_orders", "offline_revenue"),
+    "engage": (
+        "engage_events",
+        "repeat_orders",
+        "repeat_customers",
+        "repeat_purchase_rate",
+        "customers_to_date",
+        "active_customer_rate",
+        "clv",
+        "nps",
+    ),
+}
+
 
 def ratio(numerator: float, denominator: float) -> float | None:
     return None if denominator == 0 else numerator / denominator

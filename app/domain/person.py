@@ -134,3 +134,94 @@ def _session(key: str, members: Sequence[Event]) -> SessionFacts:
         campaign_medium=first.campaign.get("medium"),
         campaign_name=first.campaign.get("name"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PersonState:
+    """Enough of a person's past to extend it with later events without reading them again."""
+
+    last_event_at: datetime | None = None  # the latest event (bots included), for the append check
+    last_message_id: str | None = None
+    first_seen_at: datetime | None = None  # the first human event
+    orders: int = 0
+    revenue: float = 0.0
+    leads: int = 0
+    gap_session_key: str | None = None  # the session of the last human event without a sessionId
+    gap_last_at: datetime | None = None
+
+
+def summarize(events: Iterable[Event], facts: Sequence[EventFacts]) -> PersonState:
+    """The state after all of a person's events, from derive_person's facts."""
+    by_id = {f.event_id: f for f in facts}
+    state = PersonState()
+    for event in sorted(events, key=event_order):
+        state = _advance(state, event, by_id[event.event_id])
+    return state
+
+
+def _advance(state: PersonState, event: Event, facts: EventFacts) -> PersonState:
+    if event.is_bot:
+        return PersonState(**{**_fields(state), "last_event_at": event.event_at, "last_message_id": event.message_id})
+    gap = (facts.session_key, event.event_at) if not event.session_hint else (state.gap_session_key, state.gap_last_at)
+    return PersonState(
+        last_event_at=event.event_at,
+        last_message_id=event.message_id,
+        first_seen_at=state.first_seen_at or event.event_at,
+        orders=state.orders + facts.is_order,
+        revenue=state.revenue + ((facts.value or 0.0) if facts.is_order else 0.0),
+        leads=state.leads + facts.is_lead,
+        gap_session_key=gap[0],
+        gap_last_at=gap[1],
+    )
+
+
+def _fields(state: PersonState) -> dict[str, object]:
+    return {name: getattr(state, name) for name in PersonState.__slots__}
+
+
+def extend_person(
+    person_id: str,
+    state: PersonState,
+    new_events: Iterable[Event],
+    ruleset_for: Callable[[int | None], CompiledRuleset],
+) -> tuple[list[EventFacts], list[SessionFacts], PersonState] | None:
+    """Facts of events that all come after the person's stored ones, from the state alone; the
+    sessions returned are the new events' parts (the store adds them to existing sessions).
+    None when an event is not after the stored ones: then derive_person over everything."""
+    ordered = sorted(new_events, key=event_order)
+    if (
+        state.last_event_at is not None
+        and ordered
+        and event_order(ordered[0]) <= (state.last_event_at, state.last_message_id or "")
+    ):
+        return None
+    facts: list[EventFacts] = []
+    parts: dict[str, list[Event]] = {}
+    # as in derive_person: "first seen" is the first human event overall, for every event
+    first_seen = state.first_seen_at or next((e.event_at for e in ordered if not e.is_bot), None)
+    for event in ordered:
+        history = PersonHistory(state.orders, state.revenue, state.leads, first_seen)
+        got = classify(event, history, ruleset_for(event.ruleset_version))
+        key = None if event.is_bot else _session_key(person_id, state, event)
+        if key is not None:
+            parts.setdefault(key, []).append(event)
+        is_order = got.order and not event.is_bot
+        fact = EventFacts(
+            event_id=event.event_id, stage=got.stage, goal=got.goal, value=got.value, is_lead=got.lead,
+            is_order=got.order, is_first_event=not event.is_bot and state.first_seen_at is None,
+            is_first_order=is_order and state.orders == 0, is_repeat_order=is_order and state.orders > 0,
+            session_key=key, nps_score=_nps_score(event) if got.goal == NPS_GOAL else None,
+            ruleset_version=got.ruleset_version,
+        )  # fmt: skip
+        facts.append(fact)
+        state = _advance(state, event, fact)
+    return facts, [_session(key, members) for key, members in parts.items()], state
+
+
+def _session_key(person_id: str, state: PersonState, event: Event) -> str:
+    if event.session_hint:
+        return f"{person_id}|s|{event.session_hint}"
+    if state.gap_last_at is not None and event.event_at - state.gap_last_at <= SESSION_GAP:
+        assert state.gap_session_key is not None
+        return state.gap_session_key
+    return f"{person_id}|t|{event.message_id}"

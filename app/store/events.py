@@ -55,7 +55,8 @@ async def write_events(
             f"u:{user_id}",
         )
     arriving = [(person_id_of(e.user_id, e.anonymous_id, after), e) for e in fresh]
-    await recompute_persons(conn, site_id, sorted(affected), ruleset_for, arriving)
+    relinked = {f"u:{u}" for u in moved.values()} | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
+    await recompute_persons(conn, site_id, sorted(affected), ruleset_for, arriving, frozenset(relinked))
     return WriteResult(frozenset(e.message_id for e in fresh))
 
 

@@ -11,7 +11,7 @@ import asyncpg
 
 from app.domain.model import Event
 from app.domain.normalize import IncomingEvent, as_event
-from app.domain.person import EventFacts, SessionFacts, derive_person
+from app.domain.person import EventFacts, PersonState, SessionFacts, derive_person, extend_person, summarize
 from app.domain.rules import CompiledRuleset
 from app.store.locks import lock_all, lock_key
 
@@ -34,6 +34,10 @@ EVENT_COLUMNS = (
     "event_at", "received_at", "sent_at", "properties", "traits", "context", "path", "url", "referrer",
     "campaign", "channel", "device", "session_hint", "is_bot", *FACT_COLUMNS,
 )  # fmt: skip
+STATE_COLUMNS = (
+    "last_event_at", "last_message_id", "first_seen_at", "orders", "revenue", "leads", "gap_session_key",
+    "gap_last_at",
+)  # fmt: skip
 SESSION_COLUMNS = (
     "session_key", "started_at", "ended_at", "event_count", "is_bounce", "channel", "peso", "device",
     "campaign_source", "campaign_medium", "campaign_name",
@@ -46,34 +50,124 @@ async def recompute_persons(
     person_ids: Sequence[str],
     ruleset_for: RulesetFor,
     arriving: Sequence[tuple[str, IncomingEvent]] = (),
+    full: frozenset[str] | None = None,
 ) -> None:
-    """Re-derive these persons from their stored events plus `arriving` ones (inserted here)."""
-    rows = await conn.fetch(_LOAD, site_id, list(person_ids))
-    stored = {r["event_id"]: r for r in rows}
-    by_person: dict[str, list[Event]] = {p: [] for p in person_ids}
-    for row in rows:
-        by_person[row["person_id"]].append(_event(row))
+    """Derive these persons' facts with `arriving` events (inserted here). A person whose new events
+    all come after their stored ones is extended from its person_state; the others (and `full`, or
+    everyone when full is None and nothing arrives) are re-derived from all their stored events."""
     new_ids = await _event_ids(conn, len(arriving))
     incoming: dict[int, tuple[str, IncomingEvent]] = {}
+    new_by_person: dict[str, list[Event]] = {p: [] for p in person_ids}
     for event_id, (person_id, event) in zip(new_ids, arriving, strict=True):
         incoming[event_id] = (person_id, event)
-        by_person[person_id].append(_new_event(event, event_id))
-    changed: list[EventFacts] = []
-    inserts: list[tuple[Any, ...]] = []
-    sessions: dict[str, tuple[str, SessionFacts]] = {}
-    for person_id, events in by_person.items():
-        facts, person_sessions = derive_person(person_id, events, ruleset_for)
+        new_by_person[person_id].append(_new_event(event, event_id))
+    states = await _load_states(conn, site_id, person_ids)
+    forced = full if full is not None else (frozenset(person_ids) if not arriving else frozenset())
+    out = _Pending(site_id, incoming)
+    slow = []
+    for person_id in person_ids:
+        state = states.get(person_id)
+        extended = None
+        if state is not None and person_id not in forced:
+            extended = extend_person(person_id, state, new_by_person[person_id], ruleset_for)
+        if extended is None:
+            slow.append(person_id)
+            continue
+        facts, parts, final = extended
+        out.add_facts(facts, {})
+        out.session_parts.extend((person_id, s) for s in parts)
+        out.states[person_id] = final
+    if slow:
+        await _derive_fully(conn, site_id, slow, new_by_person, ruleset_for, out)
+    await out.write(conn)
+
+
+class _Pending:
+    """What one recompute writes: new events with facts, changed facts, sessions, person states."""
+
+    def __init__(self, site_id: int, incoming: dict[int, tuple[str, IncomingEvent]]) -> None:
+        self.site_id = site_id
+        self.incoming = incoming
+        self.inserts: list[tuple[Any, ...]] = []
+        self.changed: list[EventFacts] = []
+        self.session_parts: list[tuple[str, SessionFacts]] = []  # added to existing sessions
+        self.sessions: dict[str, tuple[str, SessionFacts]] = {}  # replace the persons' sessions
+        self.slow_persons: list[str] = []
+        self.states: dict[str, PersonState | None] = {}
+
+    def add_facts(self, facts: Sequence[EventFacts], stored: dict[int, asyncpg.Record]) -> None:
         for f in facts:
-            if f.event_id in incoming:
-                inserts.append(_insert_row(site_id, f, *incoming[f.event_id]))
+            if f.event_id in self.incoming:
+                self.inserts.append(_insert_row(self.site_id, f, *self.incoming[f.event_id]))
             elif _fact_values(f) != tuple(stored[f.event_id][c] for c in FACT_COLUMNS):
-                changed.append(f)
-        sessions.update((s.session_key, (person_id, s)) for s in person_sessions)
-    if inserts:
-        await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=inserts)
-    if changed:
-        await _update_facts(conn, site_id, changed)
-    await _sync_sessions(conn, site_id, person_ids, sessions)
+                self.changed.append(f)
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if self.inserts:
+            await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=self.inserts)
+        if self.changed:
+            await _update_facts(conn, self.site_id, self.changed)
+        if self.slow_persons:
+            await _sync_sessions(conn, self.site_id, self.slow_persons, self.sessions)
+        if self.session_parts:
+            await _extend_sessions(conn, self.site_id, self.session_parts)
+        await _save_states(conn, self.site_id, self.states)
+
+
+async def _derive_fully(
+    conn: asyncpg.Connection, site_id: int, person_ids: list[str], new_by_person: dict[str, list[Event]],
+    ruleset_for: RulesetFor, out: _Pending,
+) -> None:  # fmt: skip
+    rows = await conn.fetch(_LOAD, site_id, person_ids)
+    stored = {r["event_id"]: r for r in rows}
+    by_person: dict[str, list[Event]] = {p: list(new_by_person.get(p, ())) for p in person_ids}
+    for row in rows:
+        by_person[row["person_id"]].append(_event(row))
+    out.slow_persons.extend(person_ids)
+    for person_id, events in by_person.items():
+        facts, sessions = derive_person(person_id, events, ruleset_for)
+        out.add_facts(facts, stored)
+        out.sessions.update((s.session_key, (person_id, s)) for s in sessions)
+        out.states[person_id] = summarize(events, facts) if events else None
+
+
+async def _load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
+    rows = await conn.fetch(
+        f"SELECT person_id, {', '.join(STATE_COLUMNS)} FROM person_state WHERE site_id = $1 AND person_id = ANY($2)",
+        site_id, list(person_ids),
+    )  # fmt: skip
+    return {r["person_id"]: PersonState(*(r[c] for c in STATE_COLUMNS)) for r in rows}
+
+
+async def _save_states(conn: asyncpg.Connection, site_id: int, states: dict[str, PersonState | None]) -> None:
+    gone = [p for p, s in states.items() if s is None]
+    if gone:
+        await conn.execute("DELETE FROM person_state WHERE site_id = $1 AND person_id = ANY($2)", site_id, gone)
+    rows = [(site_id, p, *astuple(s)) for p, s in states.items() if s is not None]
+    if rows:
+        columns = ("site_id", "person_id", *STATE_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS)
+        values = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        await conn.executemany(
+            f"INSERT INTO person_state ({', '.join(columns)}) VALUES ({values}) "
+            f"ON CONFLICT (site_id, person_id) DO UPDATE SET {updates}",
+            rows,
+        )
+
+
+async def _extend_sessions(conn: asyncpg.Connection, site_id: int, parts: Sequence[tuple[str, SessionFacts]]) -> None:
+    """Add the new events' part of each session: a new session as is, or more events (so no bounce)
+    and a later end for one that exists."""
+    columns = ("site_id", "person_id", *SESSION_COLUMNS)
+    values = ", ".join(f"${i + 1}" for i in range(len(columns)))
+    await conn.executemany(
+        f"""INSERT INTO session ({", ".join(columns)}) VALUES ({values})
+            ON CONFLICT (site_id, session_key) DO UPDATE SET
+              ended_at = GREATEST(session.ended_at, EXCLUDED.ended_at),
+              event_count = session.event_count + EXCLUDED.event_count,
+              is_bounce = false""",
+        [(site_id, person_id, *astuple(s)) for person_id, s in parts],
+    )
 
 
 async def _event_ids(conn: asyncpg.Connection, count: int) -> list[int]:

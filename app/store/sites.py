@@ -38,6 +38,7 @@ TENANT_TABLES = (
     "target",
     "job",
     "ingest_counter",
+    "person_state",
 )
 
 
