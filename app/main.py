@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, rules, sites, targets, trackers
+from app.api import failed, health, ingest, kpis, reports, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
+from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
 from app.config import Settings
 from app.errors import add_error_handlers
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingest.router,
         trackers.router,
         kpis.router,
+        reports.router,
         rules.router,
         targets.router,
         failed.router,
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
+    app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
     app.add_middleware(CORSEverywhere)
     app.add_middleware(Observe, access_log=settings.access_log)
     return app

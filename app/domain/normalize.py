@@ -78,7 +78,7 @@ class Receipt:
 
 
 def normalize(raw: Any, receipt: Receipt) -> IncomingEvent | Rejection:
-    message_id = raw.get("messageId") if isinstance(raw, Mapping) else None
+    message_id = raw.get("messageId") if isinstance(raw, dict) else None
     try:
         event = _normalize(raw, receipt)
     except _Invalid as exc:
@@ -88,7 +88,7 @@ def normalize(raw: Any, receipt: Receipt) -> IncomingEvent | Rejection:
 
 
 def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise _Invalid("invalid_message", "a message must be a JSON object", "message")
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in MESSAGE_TYPES:
@@ -165,7 +165,7 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise _Invalid("invalid_field", f"{key} must be an object", key)
     return dict(value)
 

@@ -4,7 +4,6 @@ only what changed; new events are inserted with their facts in the same pass."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import astuple
 from typing import Any
 
 import asyncpg
@@ -143,7 +142,7 @@ async def _save_states(conn: asyncpg.Connection, site_id: int, states: dict[str,
     gone = [p for p, s in states.items() if s is None]
     if gone:
         await conn.execute("DELETE FROM person_state WHERE site_id = $1 AND person_id = ANY($2)", site_id, gone)
-    rows = [(site_id, p, *astuple(s)) for p, s in states.items() if s is not None]
+    rows = [(site_id, p, *_state_values(s)) for p, s in states.items() if s is not None]
     if rows:
         columns = ("site_id", "person_id", *STATE_COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS)
@@ -166,7 +165,7 @@ async def _extend_sessions(conn: asyncpg.Connection, site_id: int, parts: Sequen
               ended_at = GREATEST(session.ended_at, EXCLUDED.ended_at),
               event_count = session.event_count + EXCLUDED.event_count,
               is_bounce = false""",
-        [(site_id, person_id, *astuple(s)) for person_id, s in parts],
+        [(site_id, person_id, *_session_values(s)) for person_id, s in parts],
     )
 
 
@@ -190,6 +189,14 @@ def _event(row: asyncpg.Record) -> Event:
 def _new_event(incoming: IncomingEvent, event_id: int) -> Event:
     event = as_event(incoming)
     return Event(**{**{f: getattr(event, f) for f in Event.__slots__}, "event_id": event_id})
+
+
+def _state_values(s: PersonState) -> tuple[Any, ...]:
+    return tuple(getattr(s, c) for c in STATE_COLUMNS)  # not dataclasses.astuple: it deep-copies
+
+
+def _session_values(s: SessionFacts) -> tuple[Any, ...]:
+    return tuple(getattr(s, c) for c in SESSION_COLUMNS)
 
 
 def _fact_values(f: EventFacts) -> tuple[object, ...]:
@@ -232,8 +239,8 @@ async def _sync_sessions(
     if gone:
         await conn.execute("DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, gone)
     upserts = [
-        (site_id, person_id, *astuple(s)) for key, (person_id, s) in sessions.items()
-        if current.get(key) != (person_id, astuple(s))
+        (site_id, person_id, *_session_values(s)) for key, (person_id, s) in sessions.items()
+        if current.get(key) != (person_id, _session_values(s))
     ]  # fmt: skip
     if upserts:
         columns = ("site_id", "person_id", *SESSION_COLUMNS)

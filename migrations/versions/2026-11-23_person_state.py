@@ -3,14 +3,14 @@ session) so an event that comes after all of its person's stored events is deriv
 reading them again. Persons without a row take the full path, which writes the row.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-23
 """
 
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"  # TEMP until 0004 lands
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,190 @@
+"""Ingestion benchmark: Racetrack against baselines measured in the same run, same machine, same load.
+
+Starts (1) the naive FastAPI + SQLAlchemy ORM commit-per-request app and (2) `racetrack serve
+--workers 2`, drives each with wrk on loopback, measures (3) raw asyncpg COPY into Racetrack's own
+event table, and prints a table with the ratios and the workers' peak RSS.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--duration 15] [--server postgresql://postgres@127.0.0.1:5432/postgres]
+
+Needs wrk (Debian package `wrk`) and a PostgreSQL server it may create databases on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = ROOT / "benchmarks" / "wrk_track.lua"
+BIN = Path(sys.executable).parent
+
+
+def wrk(url: str, key: str, batch: int, connections: int, seconds: int) -> dict[str, float]:
+    auth = base64.b64encode(f"{key}:".encode()).decode()
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url, "--", auth, str(batch)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
+    return {"rps": rps, "errors": float(non_2xx.group(1)) if non_2xx else 0.0, "p50": latency["50"],
+            "p99": latency["99"]}  # fmt: skip
+
+
+def _ms(text: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+class RssWatch:
+    """Peak RSS (MB) of a server's worker processes, sampled every half second."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent, self.peak, self._stop = parent, 0.0, threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for pid in _children(self.parent):
+                try:
+                    rss = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                               if line.startswith("VmRSS"))  # fmt: skip
+                except (OSError, StopIteration):
+                    continue
+                self.peak = max(self.peak, int(rss.split()[1]) / 1024)
+
+    def stop(self) -> float:
+        self._stop.set()
+        return self.peak
+
+
+def _children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    for _ in range(120):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{cmd[0]} did not start")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+async def create_database(server_url: str, name: str) -> str:
+    conn = await asyncpg.connect(server_url)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def copy_rows_per_second(url: str, rows: int = 200_000, chunk: int = 1000) -> float:
+    """Raw asyncpg COPY of minimal event rows into Racetrack's event table (the ceiling)."""
+    from app.store.database import create_pool
+
+    pool = await create_pool(url, 1, 1)
+    now = datetime.now(UTC)
+    columns = ["site_id", "message_id", "type", "event_name", "anonymous_id", "person_id", "event_at",
+               "received_at", "properties", "channel", "device"]  # fmt: skip
+    records = [(999_999, f"c{i}", "track", "Product Viewed", f"p{i % 20000}", f"a:p{i % 20000}", now, now,
+                {"product_id": "sku-1"}, "Direct", "desktop") for i in range(rows)]  # fmt: skip
+    async with pool.acquire() as conn:
+        started = time.perf_counter()
+        for offset in range(0, rows, chunk):
+            await conn.copy_records_to_table("event", columns=columns, records=records[offset : offset + chunk])
+        elapsed = time.perf_counter() - started
+        await conn.execute("DELETE FROM event WHERE site_id = 999999")
+    await pool.close()
+    return rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument(
+        "--server", default=os.environ.get("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    run = uuid.uuid4().hex[:6]
+    naive_url = asyncio.run(create_database(args.server, f"bench_naive_{run}"))
+    racetrack_url = asyncio.run(create_database(args.server, f"bench_racetrack_{run}"))
+    results: dict[str, Any] = {}
+
+    naive = start([str(BIN / "uvicorn"), "benchmarks.naive_app:app", "--port", "18301", "--workers", "2",
+                   "--log-level", "warning"],
+                  {"DATABASE_URL": naive_url.replace("postgresql://", "postgresql+asyncpg://")}, 18301)  # fmt: skip
+    try:
+        results["naive"] = wrk("http://127.0.0.1:18301", "x", 1, 64, args.duration)
+    finally:
+        stop(naive)
+
+    server = start([str(BIN / "racetrack"), "serve", "--port", "18302", "--workers", "2"],
+                   {"DATABASE_URL": racetrack_url, "RACETRACK_ADMIN_TOKEN": "bench", "RACETRACK_ACCESS_LOG": "false"},
+                   18302)  # fmt: skip
+    watch = RssWatch(server.pid)
+    try:
+        site = httpx.post("http://127.0.0.1:18302/v1/sites", json={"name": "bench"},
+                          headers={"Authorization": "Bearer bench"}).json()  # fmt: skip
+        key = site["write_key"]
+        results["single"] = wrk("http://127.0.0.1:18302", key, 1, 64, args.duration)
+        results["single_light"] = wrk("http://127.0.0.1:18302", key, 1, 8, args.duration)
+        results["batch"] = wrk("http://127.0.0.1:18302", key, 100, 16, args.duration)
+    finally:
+        stop(server)
+        peak_rss = watch.stop()
+    results["copy"] = asyncio.run(copy_rows_per_second(racetrack_url))
+    _report(results, peak_rss)
+
+
+def _report(r: dict[str, Any], peak_rss: float) -> None:
+    naive, single, light, batch = r["naive"], r["single"], r["single_light"], r["batch"]
+    events = batch["rps"] * 100
+    print(f"{'measurement':<52}{'value':>14}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    rows = [
+        ("naive ORM app, 1 event/request (req/s)", naive),
+        ("racetrack, 1 event/request, 64 conns (req/s)", single),
+        ("racetrack, 1 event/request, 8 conns (req/s)", light),
+        ("racetrack, 100 events/request, 16 conns (req/s)", batch),
+    ]
+    for label, m in rows:
+        print(f"{label:<52}{m['rps']:>14,.0f}{m['p50']:>9.1f}{m['p99']:>9.1f}{m['errors']:>9,.0f}")
+    print(f"{'racetrack, 100 events/request (events/s)':<52}{events:>14,.0f}")
+    print(f"{'raw asyncpg COPY into the event table (rows/s)':<52}{r['copy']:>14,.0f}")
+    print()
+    print(f"single events: {single['rps'] / naive['rps']:.1f}x the naive ORM app (target >= 5x, >= 5,000 req/s)")
+    print(f"batches: {events / r['copy']:.0%} of raw COPY (target >= 40%, >= 40,000 events/s)")
+    print(f"p99 at {light['rps']:,.0f} req/s: {light['p99']:.1f} ms (target <= 25 ms at half the peak rate)")
+    print(f"peak worker RSS: {peak_rss:.0f} MB (target < 250 MB)")
+
+
+if __name__ == "__main__":
+    main()
