@@ -34,6 +34,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     migrate(url)
     os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     # uvicorn drains, then re-raises SIGTERM to the previous handler: exit cleanly so atexit hooks
     # (stopping an embedded PostgreSQL) run.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
@@ -48,6 +50,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=20,
     )
     return 0
+
+
+def _fresh_metrics_dir(settings: Settings) -> str:
+    import shutil
+
+    folder = settings.data_dir.resolve() / f"metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,11 @@
-"""Prometheus metrics (per process; see the README for multi-worker scraping)."""
+"""Prometheus metrics. With several workers, `racetrack serve` sets PROMETHEUS_MULTIPROC_DIR so one
+scrape of /metrics adds up every worker (prometheus_client's multiprocess mode)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 EVENTS = Counter("racetrack_events_total", "Ingested messages by outcome", ["outcome"])
 REJECTED = Counter("racetrack_rejected_total", "Rejected messages by reason", ["code"])
@@ -14,5 +17,16 @@ FLUSH_SECONDS = Histogram(
 FLUSH_EVENTS = Histogram(
     "racetrack_flush_events", "Events written per flush", buckets=(1, 5, 10, 50, 100, 500, 1000, 5000)
 )
-QUEUE_DEPTH = Gauge("racetrack_writer_queue_events", "Events waiting for the writer")
+QUEUE_DEPTH = Gauge("racetrack_writer_queue_events", "Events waiting for the writer", multiprocess_mode="livesum")
+POOL_IN_USE = Gauge("racetrack_db_pool_in_use", "Database connections in use", multiprocess_mode="livesum")
+POOL_SIZE = Gauge("racetrack_db_pool_size", "Database connections open", multiprocess_mode="livesum")
 REQUEST_SECONDS = Histogram("racetrack_request_seconds", "HTTP request latency by route", ["method", "route", "status"])
+
+
+def exposition() -> bytes:
+    """The text format of every metric: this process's, or all workers' in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return bytes(generate_latest(registry))
+    return bytes(generate_latest())

@@ -38,7 +38,8 @@ BIN = Path(sys.executable).parent
 def wrk(url: str, key: str, batch: int, connections: int, seconds: int) -> dict[str, float]:
     auth = base64.b64encode(f"{key}:".encode()).decode()
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url, "--", auth, str(batch)],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(LUA), url, "--", auth, str(batch),
+         uuid.uuid4().hex[:8]],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

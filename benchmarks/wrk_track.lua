@@ -1,8 +1,10 @@
 -- wrk script: one Segment track/page message per request, unique messageIds per thread,
--- persons cycling over PERSONS anonymous ids. Usage: wrk -s wrk_track.lua URL -- WRITE_KEY [BATCH]
+-- persons cycling over PERSONS anonymous ids. Usage: wrk -s wrk_track.lua URL -- BASIC_AUTH [BATCH] [RUN_TAG]
+-- Give every run its own RUN_TAG (default: the clock), or its messages are duplicates of an earlier run.
 local counter = 0
 local thread_id = 0
 local key = ""
+local tag = ""
 local batch = 1
 local persons = 20000
 local threads = {}
@@ -15,14 +17,15 @@ end
 function init(args)
   key = args[1] or ""
   batch = tonumber(args[2] or "1")
-  math.randomseed(thread_id * 7919)
+  tag = args[3] or tostring(os.time())
+  math.randomseed(os.time() + thread_id * 7919)
 end
 
 local function message_and_type()
   counter = counter + 1
   local person = math.random(persons)
   local kind = math.random(10)
-  local id = string.format("t%d-%d-%d", thread_id, counter, math.random(1000000000))
+  local id = string.format("%s-%d-%d", tag, thread_id, counter)
   if kind <= 6 then
     return string.format('{"type":"page","anonymousId":"p%d","messageId":"%s","context":{"page":{"url":"https://shop.example/p/%d","referrer":"https://www.google.com/"}}}', person, id, kind), "page"
   elseif kind <= 9 then

@@ -6,8 +6,9 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from app import metrics as app_metrics
 from app.api.deps import Pool
 from app.jsonresponse import JSONAnswer
 
@@ -35,5 +36,7 @@ async def readyz(pool: Pool) -> JSONAnswer:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(pool: Pool) -> Response:
+    app_metrics.POOL_SIZE.set(pool.get_size())
+    app_metrics.POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
+    return Response(app_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -203,7 +203,7 @@ Steps = Annotated[
     str | None,
     Query(
         description="Goal names in order, comma-separated; a '?' suffix marks an optional step "
-        f"(at most 10 steps; the first cannot be optional)",
+        "(at most 10 steps; the first cannot be optional)",
         examples=["product_view,add_to_cart?,purchase"],
     ),
 ]
@@ -221,7 +221,9 @@ def _parsed(name: str, text: str, parse: Callable[[str], T]) -> T:
     try:
         return parse(text)
     except ValueError as exc:
-        raise BadRequest(f"invalid {name}: {exc}", "invalid_parameter", [{"field": name, "message": str(exc)}]) from None
+        raise BadRequest(
+            f"invalid {name}: {exc}", "invalid_parameter", [{"field": name, "message": str(exc)}]
+        ) from None
 
 
 @router.get(
@@ -260,7 +262,7 @@ async def funnel(
         goal_steps = _parsed("steps", steps, parse_steps)
         found_steps = await report_queries.ordered_funnel(conn, site.site_id, *period, goal_steps, span)
         rows = goal_funnel(goal_steps, found_steps)
-        answer["window_seconds"] = span.total_seconds()
+        answer["window"], answer["window_seconds"] = window or DEFAULT_WINDOW, span.total_seconds()
         columns = ["goal", "optional"]
     if _wants_csv(request, format):
         columns += ["persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]

@@ -37,6 +37,8 @@ STATE_COLUMNS = (
     "last_event_at", "last_message_id", "first_seen_at", "orders", "revenue", "leads", "gap_session_key",
     "gap_last_at",
 )  # fmt: skip
+STATE_TYPES = ("timestamptz", "text", "timestamptz", "int4", "float8", "int4", "text", "timestamptz")
+SESSION_TYPES = ("text", "timestamptz", "timestamptz", "int4", "bool", "text", "text", "text", "text", "text", "text")
 SESSION_COLUMNS = (
     "session_key", "started_at", "ended_at", "event_count", "is_bounce", "channel", "peso", "device",
     "campaign_source", "campaign_medium", "campaign_name",
@@ -142,31 +144,37 @@ async def _save_states(conn: asyncpg.Connection, site_id: int, states: dict[str,
     gone = [p for p, s in states.items() if s is None]
     if gone:
         await conn.execute("DELETE FROM person_state WHERE site_id = $1 AND person_id = ANY($2)", site_id, gone)
-    rows = [(site_id, p, *_state_values(s)) for p, s in states.items() if s is not None]
-    if rows:
-        columns = ("site_id", "person_id", *STATE_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS)
-        values = ", ".join(f"${i + 1}" for i in range(len(columns)))
-        await conn.executemany(
-            f"INSERT INTO person_state ({', '.join(columns)}) VALUES ({values}) "
-            f"ON CONFLICT (site_id, person_id) DO UPDATE SET {updates}",
-            rows,
-        )
+    rows = [(p, *_state_values(s)) for p, s in states.items() if s is not None]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS)
+    await _upsert(conn, "person_state", site_id, ("person_id", *STATE_COLUMNS), ("text", *STATE_TYPES), rows,
+                  f"(site_id, person_id) DO UPDATE SET {updates}")  # fmt: skip
 
 
 async def _extend_sessions(conn: asyncpg.Connection, site_id: int, parts: Sequence[tuple[str, SessionFacts]]) -> None:
     """Add the new events' part of each session: a new session as is, or more events (so no bounce)
     and a later end for one that exists."""
-    columns = ("site_id", "person_id", *SESSION_COLUMNS)
-    values = ", ".join(f"${i + 1}" for i in range(len(columns)))
-    await conn.executemany(
-        f"""INSERT INTO session ({", ".join(columns)}) VALUES ({values})
-            ON CONFLICT (site_id, session_key) DO UPDATE SET
-              ended_at = GREATEST(session.ended_at, EXCLUDED.ended_at),
-              event_count = session.event_count + EXCLUDED.event_count,
-              is_bounce = false""",
-        [(site_id, person_id, *_session_values(s)) for person_id, s in parts],
-    )
+    rows = [(person_id, *_session_values(s)) for person_id, s in parts]
+    await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), rows,
+                  """(site_id, session_key) DO UPDATE SET
+                       ended_at = GREATEST(session.ended_at, EXCLUDED.ended_at),
+                       event_count = session.event_count + EXCLUDED.event_count,
+                       is_bounce = false""")  # fmt: skip
+
+
+async def _upsert(
+    conn: asyncpg.Connection, table: str, site_id: int, columns: Sequence[str], types: Sequence[str],
+    rows: Sequence[tuple[Any, ...]], on_conflict: str,
+) -> None:  # fmt: skip
+    """One INSERT ... SELECT FROM unnest(arrays) ON CONFLICT statement for all rows (not executemany)."""
+    if not rows:
+        return
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    params = ", ".join(f"${i + 2}::{t}[]" for i, t in enumerate(types))
+    await conn.execute(
+        f"INSERT INTO {table} (site_id, {', '.join(columns)}) "
+        f"SELECT $1, * FROM unnest({params}) ON CONFLICT {on_conflict}",
+        site_id, *arrays,
+    )  # fmt: skip
 
 
 async def _event_ids(conn: asyncpg.Connection, count: int) -> list[int]:
@@ -239,18 +247,12 @@ async def _sync_sessions(
     if gone:
         await conn.execute("DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, gone)
     upserts = [
-        (site_id, person_id, *_session_values(s)) for key, (person_id, s) in sessions.items()
+        (person_id, *_session_values(s)) for key, (person_id, s) in sessions.items()
         if current.get(key) != (person_id, _session_values(s))
     ]  # fmt: skip
-    if upserts:
-        columns = ("site_id", "person_id", *SESSION_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:] if c != "session_key")
-        values = ", ".join(f"${i + 1}" for i in range(len(columns)))
-        await conn.executemany(
-            f"INSERT INTO session ({', '.join(columns)}) VALUES ({values}) "
-            f"ON CONFLICT (site_id, session_key) DO UPDATE SET {updates}",
-            upserts,
-        )
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("person_id", *SESSION_COLUMNS) if c != "session_key")
+    await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), upserts,
+                  f"(site_id, session_key) DO UPDATE SET {updates}")  # fmt: skip
 
 
 async def persons_between(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[str]:

@@ -29,8 +29,10 @@ async def test_site_purge_covers_every_table_with_site_data(db: asyncpg.Connecti
     tables = {
         r["table_name"]
         for r in await db.fetch(
-            """SELECT table_name FROM information_schema.columns
-               WHERE table_schema = 'public' AND column_name = 'site_id'"""
+            """SELECT c.table_name FROM information_schema.columns c
+               JOIN information_schema.tables t USING (table_schema, table_name)
+               WHERE c.table_schema = 'public' AND c.column_name = 'site_id'
+                 AND t.table_type = 'BASE TABLE'"""  # views (bi_*) hold no data of their own
         )
     }
     assert tables - {"site"} == set(TENANT_TABLES)

@@ -1,0 +1,288 @@
+"""Read endpoints beside /v1/kpis (DESIGN §6): goals, a person's stage and history, data quality,
+repeat-purchase cohorts, the RACE one-pager. JSON or CSV, explicit tz, conditional GET."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
+
+from app.api.caching import conditional
+from app.api.deps import Conn, ReadSite
+from app.api.kpis import MAX_BUCKETS, Format, From, To, Tz, _csv, _period, _wants_csv, _zone
+from app.domain.kpis import Bucket, Counts, Granularity, buckets, kpis_of
+from app.domain.reports import (
+    anonymous_part,
+    cohort_table,
+    highest_stage,
+    month_index,
+    month_of_index,
+    parse_month,
+    person_candidates,
+    report_stages,
+)
+from app.errors import BadRequest, NotFound
+from app.jsonresponse import JSONAnswer
+from app.store import kpi_queries, report_queries
+from app.store import targets as targets_store
+from app.store.events import resolve_links
+from app.store.sites import Site
+
+router = APIRouter(tags=["reports"])
+
+GranularityParam = Annotated[
+    Granularity,
+    Query(description="Bucket size: day, week (ISO, Monday), month, or one total bucket", examples=["week"]),
+]
+PersonId = Annotated[
+    str,
+    Path(
+        description="'u:<userId>', 'a:<anonymousId>', or a bare userId or anonymousId (resolved through "
+        "identity links to the person it belongs to now)",
+        examples=["u:42"],
+    ),
+]
+Month = Annotated[str, Query(description="Calendar month YYYY-MM (in tz)", examples=["2026-03"])]
+
+
+def _local(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    return moment.astimezone(zone).isoformat() if moment else None
+
+
+def _bucket_list(period: tuple[datetime, datetime], granularity: Granularity, zone: ZoneInfo) -> list[Bucket]:
+    found = buckets(*period, granularity, zone)
+    if len(found) > MAX_BUCKETS:
+        raise BadRequest(
+            f"too many buckets ({len(found)} > {MAX_BUCKETS}); use a coarser granularity",
+            "too_many_buckets",
+            [{"field": "granularity", "message": "too fine for this period"}],
+        )
+    return found
+
+
+def _head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
+    return {"site": site.site_id, "from": period[0].isoformat(), "to": period[1].isoformat(), "tz": zone.key, **extra}
+
+
+GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot events of [from, to):
+`completions` (events classified with that goal), `persons` (distinct persons with a completion),
+`value` (sum of the events' values; 0 when none has one). Every goal seen in the period is listed in
+every bucket (zeros where it had no completion), sorted by name. CSV: one row per bucket and goal."""
+
+
+@router.get("/v1/goals", summary="Completions, persons and value per goal and bucket", description=GOALS_DESCRIPTION)
+async def goals(
+    request: Request,
+    site: ReadSite,
+    conn: Conn,
+    start: From,
+    end: To,
+    tz: Tz = None,
+    granularity: GranularityParam = Granularity.DAY,
+    format: Format = None,
+) -> Response:
+    zone = _zone(tz, site)
+    period = _period(start, end, zone)
+    bucket_list = _bucket_list(period, granularity, zone)
+    q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
+    found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, q)}
+    names = sorted({goal for _, goal in found})
+    rows: list[dict[str, Any]] = []
+    for b in bucket_list:
+        per_goal = []
+        for goal in names:
+            r = found.get((b.aligned, goal))
+            counts = (r["completions"], r["persons"], r["value"]) if r else (0, 0, 0.0)
+            per_goal.append({"goal": goal, "completions": counts[0], "persons": counts[1], "value": counts[2]})
+        rows.append({"start": b.start.isoformat(), "end": b.end.isoformat(), "goals": per_goal})
+    if _wants_csv(request, format):
+        flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
+        return conditional(
+            request, _csv(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
+        )
+    return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
+
+
+PERSON_DESCRIPTION = """A person's RACE profile. `stage`: the highest stage any of their events ever
+reached (engage > convert > act > reach; `none` if no event matched a rule). `first_seen`,
+`last_seen`, `orders`, `revenue` (sum of order values), `leads`: over their non-bot events;
+`sessions`: their sessions; `identities`: their user id (for `u:` persons) and every anonymous id
+seen on their events; `events`: their latest 100 events, newest first (bot events included and
+flagged), times in tz. A bare id is tried as a user id, then as an anonymous id linked to a user,
+then as an anonymous id; `a:<id>` of a since identified visitor answers for the user it belongs to.
+404 `person_not_found` when no event belongs to it. CSV: one row per listed event."""
+
+
+@router.get(
+    "/v1/persons/{person_id:path}", summary="A person's RACE stage, totals and history", description=PERSON_DESCRIPTION
+)
+async def person(
+    request: Request, site: ReadSite, conn: Conn, person_id: PersonId, tz: Tz = None, format: Format = None
+) -> Response:
+    zone = _zone(tz, site)
+    anonymous = anonymous_part(person_id)
+    linked = (await resolve_links(conn, site.site_id, [anonymous])).get(anonymous) if anonymous else None
+    found = await report_queries.first_existing_person(conn, site.site_id, person_candidates(person_id, linked))
+    if found is None:
+        raise NotFound(
+            f"no person {person_id!r} on this site",
+            "person_not_found",
+            [{"field": "person_id", "message": "no event belongs to this person"}],
+        )
+    summary = await report_queries.person_summary(conn, site.site_id, found)
+    events = [
+        {**dict(r), "event_at": _local(r["event_at"], zone)}
+        for r in await report_queries.person_events(conn, site.site_id, found)
+    ]
+    if _wants_csv(request, format):
+        columns = ["person_id", "event_at", "type", "event", "stage", "goal", "value", "is_bot"]
+        return conditional(request, _csv([{"person_id": found, **e} for e in events], columns, "person.csv"))
+    answer = {
+        "site": site.site_id,
+        "person_id": found,
+        "tz": zone.key,
+        "stage": highest_stage(summary["stages"]),
+        "first_seen": _local(summary["first_seen"], zone),
+        "last_seen": _local(summary["last_seen"], zone),
+        "orders": summary["orders"],
+        "revenue": summary["revenue"],
+        "leads": summary["leads"],
+        "sessions": summary["sessions"],
+        "identities": {
+            "user_id": found.removeprefix("u:") if found.startswith("u:") else None,
+            "anonymous_ids": list(summary["anonymous_ids"]),
+        },
+        "events_total": summary["events"],
+        "events": events,
+    }
+    return conditional(request, JSONAnswer(answer))
+
+
+QUALITY_DESCRIPTION = """Data quality per bucket of *receipt* time in tz. `accepted`, `duplicates`,
+`rejected`: the ingestion counters, kept per UTC hour; an hour counts in the bucket (and the period)
+its start falls in, so in a zone with a half-hour offset a bucket edge can be off by 30 minutes.
+`rejected_by_reason`: kept rejected messages per code, by receipt time. `bots`: stored events flagged
+as bots. `late`: stored events (bots included, as in `accepted`) whose event time is more than 24 h
+before their receipt. CSV: one row per bucket, a `rejected_<code>` column per code seen."""
+
+
+@router.get(
+    "/v1/quality", summary="Accepted, duplicate, rejected, bot and late events", description=QUALITY_DESCRIPTION
+)
+async def quality(
+    request: Request,
+    site: ReadSite,
+    conn: Conn,
+    start: From,
+    end: To,
+    tz: Tz = None,
+    granularity: GranularityParam = Granularity.DAY,
+    format: Format = None,
+) -> Response:
+    zone = _zone(tz, site)
+    period = _period(start, end, zone)
+    bucket_list = _bucket_list(period, granularity, zone)
+    found = await report_queries.quality_counts(
+        conn, kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
+    )
+    counters = {r["bucket"]: r for r in found["counters"]}
+    events = {r["bucket"]: r for r in found["events"]}
+    rows: list[dict[str, Any]] = []
+    for b in bucket_list:
+        c, e = counters.get(b.aligned), events.get(b.aligned)
+        rows.append(
+            {
+                "start": b.start.isoformat(),
+                "end": b.end.isoformat(),
+                "accepted": c["accepted"] if c else 0,
+                "duplicates": c["duplicates"] if c else 0,
+                "rejected": c["rejected"] if c else 0,
+                "rejected_by_reason": {r["code"]: r["n"] for r in found["reasons"] if r["bucket"] == b.aligned},
+                "bots": e["bots"] if e else 0,
+                "late": e["late"] if e else 0,
+            }
+        )
+    if _wants_csv(request, format):
+        codes = sorted({r["code"] for r in found["reasons"]})
+        flat = [{**r, **{f"rejected_{k}": r["rejected_by_reason"].get(k, 0) for k in codes}} for r in rows]
+        columns = [
+            "start",
+            "end",
+            "accepted",
+            "duplicates",
+            "rejected",
+            "bots",
+            "late",
+            *(f"rejected_{k}" for k in codes),
+        ]
+        return conditional(request, _csv(flat, columns, "quality.csv"))
+    return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
+
+
+COHORTS_DESCRIPTION = """Repeat-purchase cohorts. A customer's cohort is the calendar month (in tz) of their
+first order ever, for first orders in [from, to); every month from `from`'s to the last month before
+`to` is a cohort (0 customers if none). For each cohort and each month offset 0, 1, ... up to the last
+month before `to` (orders at or after `to` are not counted, so that month may be partial):
+`active` = cohort customers with at least one order in that month (at offset 0 that is every
+customer of the cohort); `active_share` = active / customers; `repeat_customers` = cohort customers
+with a repeat order (an order after their first, by event time) in that month, so at offset 0 those
+who ordered again in their first month; `repeat_share` = repeat_customers / customers; `orders` and
+`revenue` = the cohort's orders and their value in that month. Shares are null for an empty cohort.
+Bot events are excluded. CSV: one row per cohort and offset."""
+
+
+@router.get("/v1/cohorts", summary="Repeat-purchase cohorts by month of first order", description=COHORTS_DESCRIPTION)
+async def cohorts(
+    request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
+) -> Response:
+    zone = _zone(tz, site)
+    period = _period(start, end, zone)
+    first = period[0].astimezone(zone).date().replace(day=1)
+    last = (period[1] - timedelta(microseconds=1)).astimezone(zone).date().replace(day=1)
+    activity = await report_queries.cohort_activity(conn, site.site_id, *period, zone.key)
+    sizes = {a.cohort: a.active for a in activity if a.month == a.cohort}  # month 0: every first order
+    table = cohort_table(sizes, activity, first, last)
+    if _wants_csv(request, format):
+        flat = [{"cohort": c["cohort"], "customers": c["customers"], **m} for c in table for m in c["months"]]
+        columns = ["cohort", "customers", "offset", "month", "active", "active_share"]
+        columns += ["repeat_customers", "repeat_share", "orders", "revenue"]
+        return conditional(request, _csv(flat, columns, "cohorts.csv"))
+    return conditional(request, JSONAnswer(_head(site, period, zone, cohorts=table)))
+
+
+REPORT_DESCRIPTION = """The RACE one-pager for a calendar month (in tz): every KPI of /v1/kpis for that
+month, grouped by stage (reach, act, convert, engage), each with `value`, `previous` (the month
+before), `change` = value - previous, `change_ratio` = change / |previous| (null when previous is 0 or
+null), `target` (from /v1/targets, null if none) and `attainment` = value / target. CSV: one row per
+KPI."""
+
+
+@router.get("/v1/report", summary="The RACE one-pager of a month", description=REPORT_DESCRIPTION)
+async def report(
+    request: Request, site: ReadSite, conn: Conn, month: Month, tz: Tz = None, format: Format = None
+) -> Response:
+    zone = _zone(tz, site)
+    try:
+        first_day = parse_month(month)
+    except ValueError as exc:
+        raise BadRequest(
+            f"invalid month {month!r}: {exc}", "invalid_parameter", [{"field": "month", "message": str(exc)}]
+        ) from None
+    index = month_index(first_day)
+    previous_day, next_day = month_of_index(index - 1), month_of_index(index + 1)
+    start, end = (datetime.combine(d, time(), tzinfo=zone) for d in (first_day, next_day))
+    bucket_list = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
+    q = kpi_queries.Query(site.site_id, bucket_list[0].start, end, zone.key, Granularity.MONTH, None)
+    counts = await kpi_queries.kpi_counts(conn, q, bucket_list)
+    before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in bucket_list)
+    targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
+    stages = report_stages(now, before, {kpi: value for (kpi, _), value in targets.items()})
+    if _wants_csv(request, format):
+        flat = [{"stage": s["stage"], **k} for s in stages for k in s["kpis"]]
+        columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "attainment"]
+        return conditional(request, _csv(flat, columns, "report.csv"))
+    head = _head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
+    return conditional(request, JSONAnswer({**head, "stages": stages}))
