@@ -48,6 +48,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=20,
+        timeout_keep_alive=75,  # beyond browsers' and load balancers' idle timeouts: a reused beacon
+        # connection must not be closed under it
     )
     return 0
 

@@ -153,7 +153,12 @@ async def kpi_counts(
         )
     aligned = [b.aligned for b in bucket_list]
     ends = [b.end for b in bucket_list]
-    for row in await conn.fetch(_active_customers_sql(q), *params, aligned, ends):
+    async with conn.transaction(readonly=True):
+        # With stale statistics (a freshly loaded table) the planner picks a nested loop over
+        # persons x customers here, quadratic in events; hash joins are right at every size.
+        await conn.execute("SET LOCAL enable_nestloop = off")
+        rows = await conn.fetch(_active_customers_sql(q), *params, aligned, ends)
+    for row in rows:
         slot(row["bucket"], row["grp"]).active_customers = row["active_customers"]
     await _add_to_date(conn, q, params, aligned, slot)
     return result
