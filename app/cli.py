@@ -109,7 +109,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     url = _database_url(settings)
     migrate(url)
-    summary = asyncio.run(load_demo(url, persons=args.persons, days=args.days, seed=args.seed))
+    from app.demo import EVENTS_PER_PERSON
+
+    persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
+    summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0
 
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_create_site)
     demo = sub.add_parser("demo", help="create a demo site and load realistic events through the write path")
     demo.add_argument("--persons", type=int, default=300)
+    demo.add_argument("--events", type=int, default=0, help="about this many events (overrides --persons)")
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)

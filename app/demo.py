@@ -34,6 +34,8 @@ LANDINGS: list[tuple[dict[str, str], str | None]] = [
     ({"source": "instagram", "medium": "paid_social", "name": "reels"}, "https://instagram.com/"),
 ]
 HOST = "https://shop.example.com"
+CHUNK = 5000  # events per transaction when loading
+EVENTS_PER_PERSON = 9  # about what generate_messages makes per person
 PRODUCTS = ["sneaker", "boot", "sandal", "loafer", "slipper"]
 
 
@@ -180,11 +182,11 @@ async def load_demo(url: str, persons: int = 300, days: int = 30, seed: int = 7)
         normalized = [normalize(m, receipt) for m in messages]
         accepted = [e for e in normalized if isinstance(e, IncomingEvent)]
         cache = RulesetCache()
-        for offset in range(0, len(accepted), 500):
+        for offset in range(0, len(accepted), CHUNK):
             async with pool.acquire() as conn, conn.transaction():
                 conn: asyncpg.Connection  # type: ignore[no-redef]
                 resolver = await cache.resolver(conn, site.site_id)
-                await events.write_events(conn, site.site_id, accepted[offset : offset + 500], resolver)
+                await events.write_events(conn, site.site_id, accepted[offset : offset + CHUNK], resolver)
     finally:
         await pool.close()
     return {
