@@ -27,6 +27,6 @@ def exposition() -> bytes:
     """The text format of every metric: this process's, or all workers' in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(registry))
     return bytes(generate_latest())

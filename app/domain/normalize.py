@@ -111,11 +111,11 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
         traits = dict(context["traits"])  # RudderStack puts identify traits in context.traits
     name = raw.get("name") if isinstance(raw.get("name"), str) else None
     event_at, sent_at = _event_time(raw, receipt)
-    page = context.get("page") if isinstance(context.get("page"), Mapping) else {}
+    page: dict[str, Any] = context["page"] if isinstance(context.get("page"), dict) else {}
     url = _text(page.get("url")) or _text(properties.get("url"))
     path = _text(page.get("path")) or _text(properties.get("path"))
     referrer = _text(page.get("referrer")) or _text(properties.get("referrer"))
-    campaign_raw = context.get("campaign") if isinstance(context.get("campaign"), Mapping) else {}
+    campaign_raw: dict[str, Any] = context["campaign"] if isinstance(context.get("campaign"), dict) else {}
     campaign = {k: str(campaign_raw[k]) for k in CAMPAIGN_KEYS if campaign_raw.get(k) not in (None, "")}
     user_agent = _text(context.get("userAgent"))
     context.pop("ip", None)  # privacy: the raw IP is never stored (DESIGN §2)

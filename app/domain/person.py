@@ -8,7 +8,7 @@ in event time (ties broken by messageId), so a late-arriving earlier event chang
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from app.domain.channels import peso_of
@@ -161,7 +161,7 @@ def summarize(events: Iterable[Event], facts: Sequence[EventFacts]) -> PersonSta
 
 def _advance(state: PersonState, event: Event, facts: EventFacts) -> PersonState:
     if event.is_bot:
-        return PersonState(**{**_fields(state), "last_event_at": event.event_at, "last_message_id": event.message_id})
+        return replace(state, last_event_at=event.event_at, last_message_id=event.message_id)
     gap = (facts.session_key, event.event_at) if not event.session_hint else (state.gap_session_key, state.gap_last_at)
     return PersonState(
         last_event_at=event.event_at,
@@ -173,10 +173,6 @@ def _advance(state: PersonState, event: Event, facts: EventFacts) -> PersonState
         gap_session_key=gap[0],
         gap_last_at=gap[1],
     )
-
-
-def _fields(state: PersonState) -> dict[str, object]:
-    return {name: getattr(state, name) for name in PersonState.__slots__}
 
 
 def extend_person(

@@ -132,6 +132,7 @@ def _compile_rule(index: int, rule: Any, seen_goals: set[str]) -> CompiledRule:
         problems.append(_problem(index, goal, exc.field, exc.message))
     if problems:
         raise RuleError(problems)
+    assert isinstance(goal, str) and isinstance(stage, str)  # checked above
     seen_goals.add(goal)
     value_paths = (tuple(value.split(".")[1:]),) if value else DEFAULT_VALUE_PATHS
     return CompiledRule(

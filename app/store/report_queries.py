@@ -20,7 +20,7 @@ LATE_AFTER = "24 hours"
 
 async def goal_counts(conn: asyncpg.Connection, q: Query) -> list[asyncpg.Record]:
     """(bucket, goal, completions, persons, value) of non-bot events with a goal."""
-    return await conn.fetch(
+    rows: list[Any] = await conn.fetch(
         f"""SELECT {q.bucket("event_at")} AS bucket, goal, count(*) AS completions,
                    count(DISTINCT person_id) AS persons, COALESCE(sum(value), 0)::float8 AS value
             FROM event
@@ -28,6 +28,7 @@ async def goal_counts(conn: asyncpg.Connection, q: Query) -> list[asyncpg.Record
             GROUP BY 1, 2 ORDER BY 1, 2""",
         *q.params,
     )
+    return rows
 
 
 _STAGES = ("reach", "act", "convert", "engage")
@@ -154,7 +155,7 @@ async def person_summary(conn: asyncpg.Connection, site_id: int, person_id: str)
 
 async def person_events(conn: asyncpg.Connection, site_id: int, person_id: str) -> list[asyncpg.Record]:
     """The person's latest events, newest first."""
-    return await conn.fetch(
+    rows: list[Any] = await conn.fetch(
         """SELECT event_at, type, COALESCE(event_name, name) AS event, stage, goal, value, is_bot
            FROM event WHERE site_id = $1 AND person_id = $2
            ORDER BY event_at DESC, message_id DESC LIMIT $3""",
@@ -162,6 +163,7 @@ async def person_events(conn: asyncpg.Connection, site_id: int, person_id: str) 
         person_id,
         PERSON_EVENTS_LIMIT,
     )
+    return rows
 
 
 # ---- data quality --------------------------------------------------------------------------------
