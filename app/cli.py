@@ -55,11 +55,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _fresh_metrics_dir(settings: Settings) -> str:
+    import atexit
     import shutil
 
     folder = settings.data_dir.resolve() / f"metrics-{os.getpid()}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return str(folder)
 
 

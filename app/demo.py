@@ -186,7 +186,11 @@ async def load_demo(url: str, persons: int = 300, days: int = 30, seed: int = 7)
             async with pool.acquire() as conn, conn.transaction():
                 conn: asyncpg.Connection  # type: ignore[no-redef]
                 resolver = await cache.resolver(conn, site.site_id)
-                await events.write_events(conn, site.site_id, accepted[offset : offset + CHUNK], resolver)
+                chunk = accepted[offset : offset + CHUNK]
+                written = await events.write_events(conn, site.site_id, chunk, resolver)
+                await events.count_ingest(
+                    conn, site.site_id, now, len(written.stored), len(chunk) - len(written.stored), 0
+                )
     finally:
         await pool.close()
     return {

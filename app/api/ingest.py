@@ -177,6 +177,7 @@ class FastIngest:
             await self.app(scope, receive, send)
             return
         state = scope["state"]
+        scope["racetrack.route"] = scope["path"]  # for logs and metrics: no FastAPI route matched
         try:
             response = await handler(Request(scope, receive), state["writer"], state["settings"])
         except RacetrackError as exc:

@@ -69,7 +69,7 @@ class Observe:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", None) or scope.get("racetrack.route", "unmatched")
             metrics.REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
             if self.access_log:
                 log.info(

@@ -115,7 +115,8 @@ async def test_rules(body: RuleTest, site: AdminSite, conn: Conn, rulesets: Rule
                 "explain": explain(event, history, ruleset),
             }
         )
-    return {"version": ruleset.version, "results": results}
+    # a proposed ruleset has no version yet
+    return {"version": None if body.rules else ruleset.version, "results": results}
 
 
 def _history(raw: dict[str, Any]) -> PersonHistory:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -113,7 +114,7 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
     event_at, sent_at = _event_time(raw, receipt)
     page: dict[str, Any] = context["page"] if isinstance(context.get("page"), dict) else {}
     url = _text(page.get("url")) or _text(properties.get("url"))
-    path = _text(page.get("path")) or _text(properties.get("path"))
+    path = _text(page.get("path")) or _text(properties.get("path")) or _path_of(url)
     referrer = _text(page.get("referrer")) or _text(properties.get("referrer"))
     campaign_raw: dict[str, Any] = context["campaign"] if isinstance(context.get("campaign"), dict) else {}
     campaign = {k: str(campaign_raw[k]) for k in CAMPAIGN_KEYS if campaign_raw.get(k) not in (None, "")}
@@ -168,6 +169,15 @@ def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Invalid("invalid_field", f"{key} must be an object", key)
     return dict(value)
+
+
+def _path_of(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).path or None
+    except ValueError:
+        return None
 
 
 def _session_id(value: Any) -> str | None:

