@@ -18,7 +18,7 @@ from app.domain.kpis import Granularity, buckets
 from app.rulesets import RulesetCache
 from app.store import jobs as store
 from app.store import persons as person_store
-from app.store.locks import lock_key
+from app.store.locks import lock_key, prefer_index_lookups
 
 log = logging.getLogger("racetrack.jobs")
 
@@ -75,6 +75,7 @@ class JobRunner:
             days = _days(job["params"])
             for index in range(job["done"], len(days)):
                 async with self._pool.acquire() as conn, conn.transaction():
+                    await prefer_index_lookups(conn)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
                     await person_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
                     await store.advance_job(conn, site_id, job_id, index + 1)

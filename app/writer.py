@@ -23,6 +23,7 @@ from app.errors import Unauthorized, Unavailable
 from app.rulesets import RulesetCache
 from app.store import events as store
 from app.store import sites as site_store
+from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.writer")
 MAX_ATTEMPTS = 3
@@ -153,6 +154,7 @@ class Writer:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
+                    await prefer_index_lookups(conn)
                     if not await site_store.lock_site(conn, site_id):
                         raise SiteGone(site_id)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)

@@ -42,6 +42,8 @@ def wrk(url: str, key: str, batch: int, connections: int, seconds: int) -> dict[
          uuid.uuid4().hex[:8]],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    if os.environ.get("BENCH_VERBOSE"):
+        print(out, file=sys.stderr)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     latency = {p: _ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
-from sqlalchemy import JSON, BigInteger, DateTime, String
+from sqlalchemy import JSON, BigInteger, DateTime, String, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,7 +37,8 @@ app = FastAPI()
 
 @app.on_event("startup")
 async def create_table() -> None:
-    async with engine.begin() as conn:
+    async with engine.begin() as conn:  # both workers start at once: one creates the table
+        await conn.execute(text("SELECT pg_advisory_xact_lock(4242)"))
         await conn.run_sync(Base.metadata.create_all)
 
 

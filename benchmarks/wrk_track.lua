@@ -2,7 +2,7 @@
 -- persons cycling over PERSONS anonymous ids. Usage: wrk -s wrk_track.lua URL -- BASIC_AUTH [BATCH] [RUN_TAG]
 -- Give every run its own RUN_TAG (default: the clock), or its messages are duplicates of an earlier run.
 local counter = 0
-local thread_id = 0
+thread_id = 0  -- a global: setup() gives each thread its own value
 local key = ""
 local tag = ""
 local batch = 1

@@ -21,3 +21,10 @@ async def lock_all(conn: asyncpg.Connection, keys: Iterable[int]) -> None:
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, n)", ordered
         )
+
+
+async def prefer_index_lookups(conn: asyncpg.Connection) -> None:
+    """For the rest of this write transaction: every statement looks rows up by key. Without this,
+    statistics that lag a growing table (autovacuum behind, or off) make the planner scan whole
+    tables for `person_id = ANY(...)`: measured 170 ms instead of 2 ms for 800 persons."""
+    await conn.execute("SET LOCAL enable_seqscan = off")
