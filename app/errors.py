@@ -81,6 +81,26 @@ def error_response(
     return JSONAnswer(body, status_code=status, headers=headers)
 
 
+# What asyncpg raises while the database is unreachable, starting up or shutting down.
+DATABASE_DOWN: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+)
+
+
+def database_down_response(exc: Exception) -> JSONAnswer:
+    log.warning("database unavailable: %s", exc)
+    return error_response(503, "database_unavailable", "database unavailable, retry later",
+                          headers={"Retry-After": "5"})  # fmt: skip
+
+
+async def _database_down(request: Request, exc: Exception) -> JSONAnswer:
+    return database_down_response(exc)
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = loc[1:] if loc and loc[0] in ("query", "body", "path", "header") else loc
     return ".".join(str(p) for p in parts) or "request"
@@ -103,13 +123,8 @@ def add_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(OSError)
-    async def _db_down(request: Request, exc: Exception) -> JSONAnswer:
-        log.warning("database unavailable: %s", exc)
-        return error_response(
-            503, "database_unavailable", "database unavailable, retry later", headers={"Retry-After": "5"}
-        )
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _database_down)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONAnswer:

@@ -9,8 +9,10 @@ the acknowledged messages against the stored events and the KPIs, purges the sit
 /v1/sites/{id}), stops the server and drops the database (--keep keeps site, server data and
 database). With --url it uses that server instead: --admin-token is then required, and
 --database-url enables the stored-events check. --soak 30m runs that long and fails on RSS or p99
-growth. Exit status: 0 all good, 1 an SLO, the reconciliation or the soak check failed, 2 the run
-itself could not be done.
+growth. --chaos restart-db | kill-worker | slow-db injects a fault mid-run (load_tests/chaos.py): the
+SLOs are then reported, not judged; the reconciliation, the recovery and the final acknowledgement
+of every payload are. Exit status: 0 all good, 1 an SLO, the reconciliation, the soak or the chaos
+check failed, 2 the run itself could not be done.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
+from load_tests import chaos as chaos_mod
 from load_tests import reconcile, slo, soak
 from load_tests.ledger import load_ledgers
 from load_tests.server import (
@@ -82,7 +86,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-dir", type=Path, help="default load_tests/reports/<UTC time>")
     parser.add_argument("--think-scale", type=float, help="multiply browser think times (LOAD_TEST_THINK_SCALE)")
     parser.add_argument("--keep", action="store_true", help="keep the site, and the database the run created")
+    parser.add_argument(
+        "--chaos",
+        choices=chaos_mod.KINDS,
+        help="inject a fault mid-run: restart-db (the run's own embedded PostgreSQL is stopped and started),"
+        " kill-worker (kill -9 one uvicorn worker), slow-db (a side connection locks message_key)",
+    )
+    parser.add_argument(
+        "--chaos-at", type=float, help="seconds into the run when the fault starts (default: 30%% of the run, >= 3)"
+    )
+    parser.add_argument(
+        "--chaos-seconds", type=float, default=5.0, help="how long the database stays down / locked (default 5)"
+    )
+    parser.add_argument(
+        "--recover-within", type=float, default=30.0, help="chaos: seconds the service may take to recover (default 30)"
+    )
     return parser
+
+
+def chaos_problem(args: argparse.Namespace) -> str | None:
+    """Why these options cannot run the chosen chaos, or None."""
+    if args.chaos == "restart-db" and (args.url or args.database_url):
+        return "--chaos restart-db starts its own embedded PostgreSQL: drop --url and --database-url"
+    if args.chaos == "kill-worker" and args.url:
+        return "--chaos kill-worker kills a worker of the server the runner starts: drop --url"
+    if args.chaos == "kill-worker" and args.workers < 2:
+        return "--chaos kill-worker needs --workers 2 or more (a single worker has no supervisor)"
+    if args.chaos == "slow-db" and args.url and not args.database_url:
+        return "--chaos slow-db locks a table of the server's database: give --database-url with --url"
+    if args.chaos == "restart-db" and args.keep:
+        return "--keep does not apply to --chaos restart-db: its own PostgreSQL is deleted after the run"
+    if args.chaos and args.soak:
+        return "--chaos and --soak do not mix"
+    if args.chaos and args.chaos_at is not None and not 0 <= args.chaos_at < args.duration:
+        return "--chaos-at must fall within --duration"
+    return None
+
+
+def chaos_at(args: argparse.Namespace, seconds: int) -> float:
+    """When the fault starts: --chaos-at, else 30 % into the run, leaving time to recover under load."""
+    if args.chaos_at is not None:
+        return float(args.chaos_at)
+    hold = 0.0 if args.chaos == "kill-worker" else args.chaos_seconds
+    return max(3.0, min(seconds * 0.3, seconds - hold - 5.0))
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -135,9 +181,17 @@ async def _events_left(database_url: str, site_id: int) -> int:
         await conn.close()
 
 
-def run_locust(base_url: str, site: dict[str, Any], args: argparse.Namespace, seconds: int, report: Path) -> int:
+def run_locust(
+    base_url: str,
+    site: dict[str, Any],
+    args: argparse.Namespace,
+    seconds: int,
+    report: Path,
+    extra_env: dict[str, str] | None = None,
+) -> int:
     env = {
         **os.environ,
+        **(extra_env or {}),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "LOAD_TEST_WRITE_KEY": site["write_key"],
         "LOAD_TEST_READ_KEY": site["read_key"],
@@ -189,18 +243,29 @@ def main(argv: list[str] | None = None) -> int:
             "--url needs --admin-token (or RACETRACK_ADMIN_TOKEN) to create and purge the run's site", file=sys.stderr
         )
         return 2
+    problem = chaos_problem(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     server: LocalServer | None = None
     created_db: str | None = None
     site: dict[str, Any] | None = None
+    probe_site: dict[str, Any] | None = None
+    postgres: chaos_mod.EmbeddedPostgres | None = None
+    chaos: chaos_mod.Chaos | None = None
     base_url = (args.url or "").rstrip("/")
     database_url = args.database_url
     admin_token = args.admin_token or ""
     failed = False
     try:
+        if args.chaos == "restart-db":
+            postgres = chaos_mod.EmbeddedPostgres()
+            args.pg_url = postgres.url("postgres")
+            print(f"chaos restart-db: the run's own embedded PostgreSQL in {postgres.pgdata}")
         if not args.url:
             if not database_url:
                 database_url, created_db = create_database(args.pg_url)
-            print(f"server: racetrack serve --workers {args.workers} on database {database_url.rsplit('/', 1)[-1]}")
+            print(f"server: racetrack serve --workers {args.workers} on database {_database_name(database_url)}")
             server = start_server(database_url, args.workers, report / "server.log")
             base_url, admin_token = server.url, server.admin_token
         if database_url and autovacuum_off(database_url):
@@ -212,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"site {site['id']} created on {base_url}; Locust: {args.users} users for {seconds}s; reports in {report}"
         )
+        locust_env: dict[str, str] = {}
+        if args.chaos:
+            probe_site = create_site(base_url, admin_token)
+            chaos = _make_chaos(args, seconds, postgres, server, database_url)
+            if args.chaos == "slow-db" and "LOAD_TEST_REQUEST_TIMEOUT" not in os.environ:
+                locust_env["LOAD_TEST_REQUEST_TIMEOUT"] = f"{max(1.0, args.chaos_seconds / 2):g}"
+            print(_chaos_plan(chaos, probe_site, locust_env))
         sampler = None
         if server is not None:
             interval = max(5.0, seconds / 400) if args.soak else 2.0
@@ -220,21 +292,70 @@ def main(argv: list[str] | None = None) -> int:
         started = datetime.now(UTC)
         began = time.monotonic()
         try:
-            locust_status = run_locust(base_url, site, args, seconds, report)
+            if chaos is not None and probe_site is not None:
+                chaos.start(began, base_url, probe_site["write_key"])
+            locust_status = run_locust(base_url, site, args, seconds, report, locust_env)
+            if chaos is not None:
+                chaos.finish(timeout=chaos.at + chaos.hold + chaos.recover_within + 60)
         finally:
+            if chaos is not None:
+                chaos.abort()  # lifts a fault still on (Locust failed); a no-op once the timeline ended
             if sampler:
                 sampler.stop()
         elapsed = time.monotonic() - began
         stats_csv = report / "locust_stats.csv"
         if not stats_csv.exists():
             raise RunError(f"Locust wrote no statistics (exit {locust_status}); see {report / 'locust.log'}")
-        failed |= report_run(args, site, base_url, database_url, report, started, elapsed, sampler)
+        failed |= report_run(args, site, base_url, database_url, report, started, elapsed, sampler, chaos, probe_site)
     except (RunError, RuntimeError) as exc:  # RuntimeError: the local server did not start
         print(f"load test not run: {exc}", file=sys.stderr)
         return 2
     finally:
-        _cleanup(args, server, site, base_url, admin_token, database_url, created_db)
+        try:
+            if probe_site is not None and not args.keep:
+                print(purge_site(base_url, admin_token, probe_site["id"]) + " (chaos probe site)")
+        except (requests.RequestException, OSError) as exc:
+            print(f"could not purge the probe site: {exc}", file=sys.stderr)
+        try:
+            _cleanup(args, server, site, base_url, admin_token, database_url, created_db)
+        finally:
+            if postgres is not None:
+                postgres.cleanup()
+                print(f"embedded PostgreSQL stopped and {postgres.folder} deleted")
     return 1 if failed else 0
+
+
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def _make_chaos(
+    args: argparse.Namespace,
+    seconds: int,
+    postgres: chaos_mod.EmbeddedPostgres | None,
+    server: LocalServer | None,
+    database_url: str | None,
+) -> chaos_mod.Chaos:
+    at = chaos_at(args, seconds)
+    if args.chaos == "restart-db":
+        assert postgres is not None
+        return chaos_mod.RestartDb(at, args.chaos_seconds, args.recover_within, postgres)
+    if args.chaos == "kill-worker":
+        assert server is not None
+        return chaos_mod.KillWorker(at, args.recover_within, server, args.workers, database_url)
+    assert database_url is not None
+    return chaos_mod.SlowDb(at, args.chaos_seconds, args.recover_within, database_url)
+
+
+def _chaos_plan(chaos: chaos_mod.Chaos, probe_site: dict[str, Any], locust_env: dict[str, str]) -> str:
+    what = {
+        "restart-db": f"PostgreSQL stopped at {chaos.at:g}s for {chaos.hold:g}s",
+        "kill-worker": f"kill -9 of one uvicorn worker at {chaos.at:g}s",
+        "slow-db": f"LOCK TABLE message_key IN EXCLUSIVE MODE at {chaos.at:g}s for {chaos.hold:g}s",
+    }[chaos.kind]
+    timeout = locust_env.get("LOAD_TEST_REQUEST_TIMEOUT")
+    clients = f"; clients time out after {timeout}s (LOAD_TEST_REQUEST_TIMEOUT)" if timeout else ""
+    return f"chaos {chaos.kind}: {what}; probe site {probe_site['id']}{clients}"
 
 
 def report_run(
@@ -246,6 +367,8 @@ def report_run(
     started: datetime,
     elapsed: float,
     sampler: soak.RssSampler | None,
+    chaos: chaos_mod.Chaos | None = None,
+    probe_site: dict[str, Any] | None = None,
 ) -> bool:
     """Print the tables; True when anything failed."""
     ledger = load_ledgers(report)
@@ -263,8 +386,19 @@ def report_run(
         )
     )
     verdicts = slo.check(slo.load_slo(args.slo), stats, acked_in_run / elapsed if elapsed else 0.0)
-    print(f"\nSLOs ({args.slo})")
-    print(_table(["objective", "actual", "limit", ""], [(v.what, v.actual, v.limit, _mark(v.ok)) for v in verdicts]))
+    if chaos is not None:  # errors and stalls are the point of the run: reported, not judged
+        print(f"\nSLOs ({args.slo}; under chaos: reported, not judged)")
+        print(
+            _table(
+                ["objective", "actual", "limit", ""], [(v.what, v.actual, v.limit, _unjudged(v.ok)) for v in verdicts]
+            )
+        )
+        verdicts = []
+    else:
+        print(f"\nSLOs ({args.slo})")
+        print(
+            _table(["objective", "actual", "limit", ""], [(v.what, v.actual, v.limit, _mark(v.ok)) for v in verdicts])
+        )
 
     print(f"\nClient ledger: {counters.get('payloads', 0)} payloads, {counters.get('messages_sent', 0)} messages sent")
     print(
@@ -277,6 +411,7 @@ def report_run(
                 ("  resent and still failing", drained["resent_failed"]),
                 ("503 answers (retried after Retry-After)", counters.get("answers_503", 0)),
                 ("other retryable answers / network errors", _other_retryable(counters)),
+                ("  of which timeouts", counters.get("network_timeouts", 0)),
                 ("retries", counters.get("retries", 0)),
                 ("accepted / duplicates reported by the service", _accepted(counters)),
                 ("refused payloads (4xx, or counts not adding up)", _refused(counters)),
@@ -305,6 +440,8 @@ def report_run(
         )
     )
     failed = any(v.ok is False for v in verdicts) or any(r.ok is False for r in rows)
+    if chaos is not None:
+        failed |= report_chaos(chaos, report, database_url, probe_site, counters, drained, pending)
 
     if sampler is not None:
         peaks = {pid: max(series) for pid, series in sampler.by_pid().items()}
@@ -325,6 +462,65 @@ def report_run(
     print(f"\nreports: {report} (locust.html, locust_stats.csv, locust_stats_history.csv, locust.log)")
     print("RESULT:", "FAIL" if failed else "PASS")
     return failed
+
+
+def report_chaos(
+    chaos: chaos_mod.Chaos,
+    report: Path,
+    database_url: str | None,
+    probe_site: dict[str, Any] | None,
+    counters: dict[str, int],
+    drained: dict[str, int],
+    pending: int,
+) -> bool:
+    """The chaos table; True when a chaos check failed."""
+    kinds = chaos_mod.failure_kinds(report / "locust_failures.csv")
+    rows = [
+        chaos_mod.Row("ingestion: 503 answers (Retry-After honoured)", counters.get("answers_503", 0)),
+        chaos_mod.Row(
+            "ingestion: other 5xx / 429 answers", _other_retryable(counters) - counters.get("network_errors", 0)
+        ),
+        chaos_mod.Row("ingestion: connection errors and timeouts", counters.get("network_errors", 0)),
+        chaos_mod.Row("  of which timeouts", counters.get("network_timeouts", 0)),
+        chaos_mod.Row("ingestion: retries (same payload resent)", counters.get("retries", 0)),
+        chaos_mod.Row("ingestion: payloads given up after max attempts", counters.get("gave_up", 0)),
+        chaos_mod.Row("ingestion: payloads in flight at stop / given up, resent after the run", pending),
+        chaos_mod.Row(
+            "Locust failures by kind, all endpoints",
+            ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())) or "none",
+        ),
+        chaos_mod.Row(
+            "payloads never acknowledged, even by the final resend",
+            drained["resent_failed"],
+            "0",
+            drained["resent_failed"] == 0,
+        ),
+        *chaos.verdict_rows(),
+    ]
+    if probe_site is not None:
+        rows += chaos_mod.probe_rows(database_url, probe_site["id"], chaos.probe)
+    print(f"\nChaos: {chaos.kind}")
+    print(
+        _table(
+            ["what happened", "value", "limit", ""],
+            [(r.figure, r.value, r.limit, _mark(r.ok) if r.ok is not None else "") for r in rows],
+        )
+    )
+    if chaos.timeline:
+        print("timeline (s into the run): " + "; ".join(f"{t:.1f} {what}" for t, what in chaos.timeline))
+    odd = {k: v for k, v in kinds.items() if k not in ("503", "connection", "timeout")}
+    if odd:
+        print(
+            "note: answers other than 503 + Retry-After or a lost connection under chaos ("
+            + ", ".join(f"{k}: {v}" for k, v in sorted(odd.items()))
+            + f"): the service should answer 503 while its database is unavailable; see {report / 'server.log'}"
+            f" and {report / 'locust_failures.csv'}"
+        )
+    return any(r.ok is False for r in rows)
+
+
+def _unjudged(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("ok" if ok else "missed")
 
 
 def _other_retryable(counters: dict[str, int]) -> int:

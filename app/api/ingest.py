@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
-from app.errors import BadRequest, RacetrackError, error_response
+from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_response, error_response
 from app.jsonresponse import JSONAnswer
 from app.store.sites import Site
 from app.wire.body import parse_json, read_body
@@ -156,6 +156,8 @@ async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data
     except RacetrackError as exc:
         status, headers["X-Racetrack-Error"] = exc.status, exc.code
         headers.update(exc.headers())
+    except DATABASE_DOWN:
+        status, headers["X-Racetrack-Error"], headers["Retry-After"] = 503, "database_unavailable", "5"
     return Response(PIXEL, status_code=status, media_type="image/gif", headers=headers)
 
 
@@ -182,4 +184,6 @@ class FastIngest:
             response = await handler(Request(scope, receive), state["writer"], state["settings"])
         except RacetrackError as exc:
             response = error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+        except DATABASE_DOWN as exc:  # e.g. a write-key lookup while the database restarts
+            response = database_down_response(exc)
         await response(scope, receive, send)

@@ -79,6 +79,8 @@ def deliver(user: HttpUser, path: str, name: str, body: bytes, headers: dict[str
             if status in RETRYABLE:
                 delay = retry_delay(status, response.headers or {}, attempt)
                 ledger.count(f"answers_{status}" if status else "network_errors")
+                if not status and "timeout" in type(response.error).__name__.lower():
+                    ledger.count("network_timeouts")  # of the network errors: no answer in time
                 detail = f"{status} {_code(response)}" if status else f"network error {response.error!r}"
                 response.failure(f"{detail}, retrying in {delay:.0f}s")
             else:

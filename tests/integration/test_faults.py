@@ -59,6 +59,7 @@ async def test_database_outage_answers_503_and_recovers_by_itself(own_postgres: 
     async with LifespanManager(app) as manager:
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://r")
         site = await create_site(client)
+        never_used = await create_site(client)  # its write key is not cached by this process yet
         auth = (site["write_key"], "")
         assert (await client.post("/v1/batch", json={"batch": [_message(1)]}, auth=auth)).status_code == 200
 
@@ -68,6 +69,14 @@ async def test_database_outage_answers_503_and_recovers_by_itself(own_postgres: 
         assert down.headers["retry-after"].isdigit()
         assert {"code", "message"} <= down.json().keys()
         assert (await client.get("/readyz")).status_code == 503
+        lookup = await client.post("/v1/batch", json={"batch": [_message(3)]}, auth=(never_used["write_key"], ""))
+        assert lookup.status_code == 503, lookup.text  # the key lookup itself fails: still a 503
+        kpis = await client.get(
+            "/v1/kpis",
+            params={"from": "2026-03-01", "to": "2026-03-02"},
+            headers={"Authorization": f"Bearer {site['read_key']}"},
+        )
+        assert kpis.status_code == 503, kpis.text
 
         own_postgres.ensure_postgres_running()
         statuses = []
