@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.caching import conditional
 from app.api.deps import Conn, ReadSite
-from app.domain.kpis import KPI_NAMES, Bucket, Granularity, buckets, funnel_steps, kpis_of, parse_bound
+from app.api.params import Breakdown, Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
+from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
@@ -25,78 +24,6 @@ from app.store.sites import Site
 
 router = APIRouter(tags=["kpis"])
 T = TypeVar("T")
-MAX_BUCKETS = 1100
-
-From = Annotated[
-    str,
-    Query(
-        alias="from", description="Start: YYYY-MM-DD (local midnight in tz) or ISO timestamp", examples=["2026-03-01"]
-    ),
-]
-To = Annotated[
-    str, Query(alias="to", description="End, exclusive: YYYY-MM-DD or ISO timestamp", examples=["2026-04-01"])
-]
-Tz = Annotated[
-    str | None,
-    Query(description="IANA time zone for buckets and dates (default: the site's)", examples=["Europe/Berlin"]),
-]
-Format = Annotated[
-    Literal["json", "csv"] | None,
-    Query(description="json (default) or csv; or send Accept: text/csv", examples=["csv"]),
-]
-Breakdown = Annotated[
-    Literal["channel", "peso", "source", "medium", "campaign", "device"] | None,
-    Query(
-        description="Split every KPI by the session's channel, PESO group, campaign "
-        "source / medium / name, or device type"
-    ),
-]
-
-
-def _zone(tz: str | None, site: Site) -> ZoneInfo:
-    name = tz or site.timezone or "UTC"
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(
-            f"unknown time zone {name!r}",
-            "invalid_parameter",
-            [{"field": "tz", "message": "must be an IANA time zone name"}],
-        ) from None
-
-
-def _period(start: str, end: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    bounds = []
-    for name, value in (("from", start), ("to", end)):
-        try:
-            bounds.append(parse_bound(value, zone))
-        except ValueError:
-            raise BadRequest(
-                f"{name} must be YYYY-MM-DD or an ISO timestamp",
-                "invalid_parameter",
-                [{"field": name, "message": f"cannot parse {value!r}"}],
-            ) from None
-    if bounds[0] >= bounds[1]:
-        raise BadRequest(
-            "from must be before to", "invalid_parameter", [{"field": "to", "message": "must be after from"}]
-        )
-    return bounds[0], bounds[1]
-
-
-def _wants_csv(request: Request, fmt: str | None) -> bool:
-    return fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("accept", ""))
-
-
-def _csv(rows: list[dict[str, Any]], columns: list[str], filename: str) -> Response:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
 
 
 @router.get("/v1/kpis", summary="Every RACE KPI per bucket (and breakdown group)")
@@ -111,27 +38,21 @@ async def kpis(
     breakdown: Breakdown = None,
     format: Format = None,
 ) -> Response:
-    zone = _zone(tz, site)
-    period = _period(start, end, zone)
-    bucket_list = buckets(*period, granularity, zone)
-    if len(bucket_list) > MAX_BUCKETS:
-        raise BadRequest(
-            f"too many buckets ({len(bucket_list)} > {MAX_BUCKETS}); use a coarser granularity",
-            "too_many_buckets",
-            [{"field": "granularity", "message": "too fine for this period"}],
-        )
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
+    periods = bucket_list(period, granularity, zone)
     assert breakdown is None or breakdown in BREAKDOWNS
     q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, breakdown)
-    counts = await kpi_queries.kpi_counts(conn, q, bucket_list)
+    counts = await kpi_queries.kpi_counts(conn, q, periods)
     groups = sorted({grp for _, grp in counts}) if breakdown else [""]
-    rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in bucket_list for grp in groups]
+    rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in periods for grp in groups]
     planned: list[str] = []
     if granularity is Granularity.MONTH:
-        planned = await _add_targets(conn, site, bucket_list, rows, zone)
-    if _wants_csv(request, format):
+        planned = await _add_targets(conn, site, periods, rows, zone)
+    if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
         plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment")]
-        return conditional(request, _csv(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv"))
+        return conditional(request, csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv"))
     answer = {
         "site": site.site_id,
         "from": period[0].isoformat(),
@@ -145,10 +66,10 @@ async def kpis(
 
 
 async def _add_targets(
-    conn: Any, site: Site, bucket_list: list[Bucket], rows: list[dict[str, Any]], zone: ZoneInfo
+    conn: Any, site: Site, periods: list[Bucket], rows: list[dict[str, Any]], zone: ZoneInfo
 ) -> list[str]:
     """Month buckets carry {kpi: {"target", "attainment"}} for the KPIs that have a target."""
-    months = [b.aligned.astimezone(zone).date() for b in bucket_list]
+    months = [b.aligned.astimezone(zone).date() for b in periods]
     found = await targets_store.targets_between(conn, site.site_id, months[0], months[-1])
     for row in rows:
         month = datetime.fromisoformat(row["start"]).date().replace(day=1)
@@ -242,8 +163,8 @@ async def funnel(
     window: Window = None,
     format: Format = None,
 ) -> Response:
-    zone = _zone(tz, site)
-    period = _period(start, end, zone)
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
     answer: dict[str, Any] = {
         "site": site.site_id,
         "from": period[0].isoformat(),
@@ -264,7 +185,7 @@ async def funnel(
         rows = goal_funnel(goal_steps, found_steps)
         answer["window"], answer["window_seconds"] = window or DEFAULT_WINDOW, span.total_seconds()
         columns = ["goal", "optional"]
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         columns += ["persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]
-        return conditional(request, _csv(rows, columns, "funnel.csv"))
+        return conditional(request, csv_answer(rows, columns, "funnel.csv"))
     return conditional(request, JSONAnswer({**answer, "steps": rows}))

@@ -12,8 +12,8 @@ from fastapi.responses import Response
 
 from app.api.caching import conditional
 from app.api.deps import Conn, ReadSite
-from app.api.kpis import MAX_BUCKETS, Format, From, To, Tz, _csv, _period, _wants_csv, _zone
-from app.domain.kpis import Bucket, Counts, Granularity, buckets, kpis_of
+from app.api.params import Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
+from app.domain.kpis import Counts, Granularity, buckets, kpis_of
 from app.domain.reports import (
     anonymous_part,
     cohort_table,
@@ -52,17 +52,6 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> str | None:
     return moment.astimezone(zone).isoformat() if moment else None
 
 
-def _bucket_list(period: tuple[datetime, datetime], granularity: Granularity, zone: ZoneInfo) -> list[Bucket]:
-    found = buckets(*period, granularity, zone)
-    if len(found) > MAX_BUCKETS:
-        raise BadRequest(
-            f"too many buckets ({len(found)} > {MAX_BUCKETS}); use a coarser granularity",
-            "too_many_buckets",
-            [{"field": "granularity", "message": "too fine for this period"}],
-        )
-    return found
-
-
 def _head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
     return {"site": site.site_id, "from": period[0].isoformat(), "to": period[1].isoformat(), "tz": zone.key, **extra}
 
@@ -84,24 +73,24 @@ async def goals(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    zone = _zone(tz, site)
-    period = _period(start, end, zone)
-    bucket_list = _bucket_list(period, granularity, zone)
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
+    periods = bucket_list(period, granularity, zone)
     q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
     found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, q)}
     names = sorted({goal for _, goal in found})
     rows: list[dict[str, Any]] = []
-    for b in bucket_list:
+    for b in periods:
         per_goal = []
         for goal in names:
             r = found.get((b.aligned, goal))
             counts = (r["completions"], r["persons"], r["value"]) if r else (0, 0, 0.0)
             per_goal.append({"goal": goal, "completions": counts[0], "persons": counts[1], "value": counts[2]})
         rows.append({"start": b.start.isoformat(), "end": b.end.isoformat(), "goals": per_goal})
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
         return conditional(
-            request, _csv(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
+            request, csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
         )
     return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
 
@@ -122,7 +111,7 @@ then as an anonymous id; `a:<id>` of a since identified visitor answers for the 
 async def person(
     request: Request, site: ReadSite, conn: Conn, person_id: PersonId, tz: Tz = None, format: Format = None
 ) -> Response:
-    zone = _zone(tz, site)
+    zone = zone_of(tz, site)
     anonymous = anonymous_part(person_id)
     linked = (await resolve_links(conn, site.site_id, [anonymous])).get(anonymous) if anonymous else None
     found = await report_queries.first_existing_person(conn, site.site_id, person_candidates(person_id, linked))
@@ -137,9 +126,9 @@ async def person(
         {**dict(r), "event_at": _local(r["event_at"], zone)}
         for r in await report_queries.person_events(conn, site.site_id, found)
     ]
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         columns = ["person_id", "event_at", "type", "event", "stage", "goal", "value", "is_bot"]
-        return conditional(request, _csv([{"person_id": found, **e} for e in events], columns, "person.csv"))
+        return conditional(request, csv_answer([{"person_id": found, **e} for e in events], columns, "person.csv"))
     answer = {
         "site": site.site_id,
         "person_id": found,
@@ -182,16 +171,16 @@ async def quality(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    zone = _zone(tz, site)
-    period = _period(start, end, zone)
-    bucket_list = _bucket_list(period, granularity, zone)
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
+    periods = bucket_list(period, granularity, zone)
     found = await report_queries.quality_counts(
         conn, kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
     )
     counters = {r["bucket"]: r for r in found["counters"]}
     events = {r["bucket"]: r for r in found["events"]}
     rows: list[dict[str, Any]] = []
-    for b in bucket_list:
+    for b in periods:
         c, e = counters.get(b.aligned), events.get(b.aligned)
         rows.append(
             {
@@ -205,7 +194,7 @@ async def quality(
                 "late": e["late"] if e else 0,
             }
         )
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         codes = sorted({r["code"] for r in found["reasons"]})
         flat = [{**r, **{f"rejected_{k}": r["rejected_by_reason"].get(k, 0) for k in codes}} for r in rows]
         columns = [
@@ -218,7 +207,7 @@ async def quality(
             "late",
             *(f"rejected_{k}" for k in codes),
         ]
-        return conditional(request, _csv(flat, columns, "quality.csv"))
+        return conditional(request, csv_answer(flat, columns, "quality.csv"))
     return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
 
 
@@ -238,18 +227,18 @@ Bot events are excluded. CSV: one row per cohort and offset."""
 async def cohorts(
     request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
 ) -> Response:
-    zone = _zone(tz, site)
-    period = _period(start, end, zone)
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
     first = period[0].astimezone(zone).date().replace(day=1)
     last = (period[1] - timedelta(microseconds=1)).astimezone(zone).date().replace(day=1)
     activity = await report_queries.cohort_activity(conn, site.site_id, *period, zone.key)
     sizes = {a.cohort: a.active for a in activity if a.month == a.cohort}  # month 0: every first order
     table = cohort_table(sizes, activity, first, last)
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         flat = [{"cohort": c["cohort"], "customers": c["customers"], **m} for c in table for m in c["months"]]
         columns = ["cohort", "customers", "offset", "month", "active", "active_share"]
         columns += ["repeat_customers", "repeat_share", "orders", "revenue"]
-        return conditional(request, _csv(flat, columns, "cohorts.csv"))
+        return conditional(request, csv_answer(flat, columns, "cohorts.csv"))
     return conditional(request, JSONAnswer(_head(site, period, zone, cohorts=table)))
 
 
@@ -264,7 +253,7 @@ KPI."""
 async def report(
     request: Request, site: ReadSite, conn: Conn, month: Month, tz: Tz = None, format: Format = None
 ) -> Response:
-    zone = _zone(tz, site)
+    zone = zone_of(tz, site)
     try:
         first_day = parse_month(month)
     except ValueError as exc:
@@ -274,15 +263,15 @@ async def report(
     index = month_index(first_day)
     previous_day, next_day = month_of_index(index - 1), month_of_index(index + 1)
     start, end = (datetime.combine(d, time(), tzinfo=zone) for d in (first_day, next_day))
-    bucket_list = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
-    q = kpi_queries.Query(site.site_id, bucket_list[0].start, end, zone.key, Granularity.MONTH, None)
-    counts = await kpi_queries.kpi_counts(conn, q, bucket_list)
-    before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in bucket_list)
+    periods = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
+    q = kpi_queries.Query(site.site_id, periods[0].start, end, zone.key, Granularity.MONTH, None)
+    counts = await kpi_queries.kpi_counts(conn, q, periods)
+    before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
     targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
     stages = report_stages(now, before, {kpi: value for (kpi, _), value in targets.items()})
-    if _wants_csv(request, format):
+    if wants_csv(request, format):
         flat = [{"stage": s["stage"], **k} for s in stages for k in s["kpis"]]
         columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "attainment"]
-        return conditional(request, _csv(flat, columns, "report.csv"))
+        return conditional(request, csv_answer(flat, columns, "report.csv"))
     head = _head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
     return conditional(request, JSONAnswer({**head, "stages": stages}))

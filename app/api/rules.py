@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import AdminSite, Conn, Rulesets
-from app.api.kpis import _period, _zone
+from app.api.params import period_of, zone_of
 from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
 from app.domain.normalize import Receipt, Rejection, as_event, normalize
@@ -146,8 +146,8 @@ class RulePreview(BaseModel):
 @router.post("/v1/rules/preview", summary="How stage and goal counts over a range would change (writes nothing)")
 async def preview_rules(body: RulePreview, site: AdminSite, conn: Conn) -> dict[str, Any]:
     proposed = compile_or_422(body.rules)
-    zone = _zone(body.tz, site)
-    start, end = _period(body.from_, body.to, zone)
+    zone = zone_of(body.tz, site)
+    start, end = period_of(body.from_, body.to, zone)
     persons = await person_store.persons_between(conn, site.site_id, start, end)
     if len(persons) > PREVIEW_MAX_PERSONS:
         raise BadRequest(
@@ -207,8 +207,8 @@ class Reclassify(BaseModel):
 
 @router.post("/v1/reclassify", status_code=202, summary="Reclassify a range under the current ruleset (a job)")
 async def reclassify(body: Reclassify, request: Request, site: AdminSite) -> dict[str, Any]:
-    zone: ZoneInfo = _zone(body.tz, site)
-    start, end = _period(body.from_, body.to, zone)
+    zone: ZoneInfo = zone_of(body.tz, site)
+    start, end = period_of(body.from_, body.to, zone)
     job = await request.state.jobs.start_reclassify(site.site_id, start, end, zone.key)
     return _job(job)
 

@@ -95,35 +95,6 @@ class Counts:
 
 COUNT_FIELDS = tuple(f.name for f in fields(Counts))
 
-KPI_NAMES = (
-    "visitors",
-    "new_visitors",
-    "sessions",
-    "pageviews",
-    "bounce_rate",
-    "value_per_visit",
-    "act_events",
-    "leads",
-    "lead_rate",
-    "pages_per_session",
-    "avg_session_seconds",
-    "orders",
-    "revenue",
-    "aov",
-    "new_customers",
-    "conversion_rate",
-    "offline_orders",
-    "offline_revenue",
-    "engage_events",
-    "repeat_orders",
-    "repeat_customers",
-    "repeat_purchase_rate",
-    "customers_to_date",
-    "active_customer_rate",
-    "clv",
-    "nps",
-)
-
 # The RACE one-pager (/v1/report): which KPIs each stage shows, in this order.
 STAGE_KPIS: dict[str, tuple[str, ...]] = {
     "reach": ("visitors", "new_visitors", "sessions", "pageviews", "bounce_rate", "value_per_visit"),
@@ -140,6 +111,9 @@ STAGE_KPIS: dict[str, tuple[str, ...]] = {
         "nps",
     ),
 }
+
+# Every KPI of /v1/kpis, in the order of its CSV columns.
+KPI_NAMES = tuple(name for names in STAGE_KPIS.values() for name in names)
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

@@ -179,17 +179,3 @@ async def _add_to_date(
             customers, revenue = customers + add_customers, revenue + add_revenue
             counts = slot(start, grp)
             counts.customers_to_date, counts.revenue_to_date = customers, revenue
-
-
-async def funnel_counts(conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime) -> dict[str, int]:
-    row = await conn.fetchrow(
-        """SELECT count(DISTINCT person_id) AS reach,
-                  count(DISTINCT person_id) FILTER (WHERE stage = 'act') AS act,
-                  count(DISTINCT person_id) FILTER (WHERE stage = 'convert') AS convert,
-                  count(DISTINCT person_id) FILTER (WHERE stage = 'engage') AS engage
-           FROM event WHERE site_id = $1 AND NOT is_bot AND event_at >= $2 AND event_at < $3""",
-        site_id,
-        start,
-        end,
-    )
-    return dict(row)

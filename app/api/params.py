@@ -1,0 +1,100 @@
+"""Query parameters and answers shared by every read endpoint: period, time zone, buckets, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import Query, Request
+from fastapi.responses import Response
+
+from app.domain.kpis import Bucket, Granularity, buckets, parse_bound
+from app.errors import BadRequest
+from app.store.sites import Site
+
+MAX_BUCKETS = 1100
+
+From = Annotated[
+    str,
+    Query(
+        alias="from", description="Start: YYYY-MM-DD (local midnight in tz) or ISO timestamp", examples=["2026-03-01"]
+    ),
+]
+To = Annotated[
+    str, Query(alias="to", description="End, exclusive: YYYY-MM-DD or ISO timestamp", examples=["2026-04-01"])
+]
+Tz = Annotated[
+    str | None,
+    Query(description="IANA time zone for buckets and dates (default: the site's)", examples=["Europe/Berlin"]),
+]
+Format = Annotated[
+    Literal["json", "csv"] | None,
+    Query(description="json (default) or csv; or send Accept: text/csv", examples=["csv"]),
+]
+Breakdown = Annotated[
+    Literal["channel", "peso", "source", "medium", "campaign", "device"] | None,
+    Query(
+        description="Split every KPI by the session's channel, PESO group, campaign "
+        "source / medium / name, or device type"
+    ),
+]
+
+
+def zone_of(tz: str | None, site: Site) -> ZoneInfo:
+    name = tz or site.timezone or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(
+            f"unknown time zone {name!r}",
+            "invalid_parameter",
+            [{"field": "tz", "message": "must be an IANA time zone name"}],
+        ) from None
+
+
+def period_of(start: str, end: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    bounds = []
+    for name, value in (("from", start), ("to", end)):
+        try:
+            bounds.append(parse_bound(value, zone))
+        except ValueError:
+            raise BadRequest(
+                f"{name} must be YYYY-MM-DD or an ISO timestamp",
+                "invalid_parameter",
+                [{"field": name, "message": f"cannot parse {value!r}"}],
+            ) from None
+    if bounds[0] >= bounds[1]:
+        raise BadRequest(
+            "from must be before to", "invalid_parameter", [{"field": "to", "message": "must be after from"}]
+        )
+    return bounds[0], bounds[1]
+
+
+def wants_csv(request: Request, fmt: str | None) -> bool:
+    return fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("accept", ""))
+
+
+def csv_answer(rows: list[dict[str, Any]], columns: list[str], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def bucket_list(period: tuple[datetime, datetime], granularity: Granularity, zone: ZoneInfo) -> list[Bucket]:
+    found = buckets(*period, granularity, zone)
+    if len(found) > MAX_BUCKETS:
+        raise BadRequest(
+            f"too many buckets ({len(found)} > {MAX_BUCKETS}); use a coarser granularity",
+            "too_many_buckets",
+            [{"field": "granularity", "message": "too fine for this period"}],
+        )
+    return found
