@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from app.api.caching import conditional
 from app.api.deps import Conn, ReadSite
 from app.api.params import Breakdown, Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
-from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of
+from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
@@ -51,7 +51,7 @@ async def kpis(
         planned = await _add_targets(conn, site, periods, rows, zone)
     if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
-        plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment")]
+        plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment", "pacing")]
         return conditional(request, csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv"))
     answer = {
         "site": site.site_id,
@@ -71,14 +71,24 @@ async def _add_targets(
     """Month buckets carry {kpi: {"target", "attainment"}} for the KPIs that have a target."""
     months = [b.aligned.astimezone(zone).date() for b in periods]
     found = await targets_store.targets_between(conn, site.site_id, months[0], months[-1])
+    by_start = {b.start.isoformat(): b for b in periods}
+    now = datetime.now(UTC)
     for row in rows:
-        month = datetime.fromisoformat(row["start"]).date().replace(day=1)
+        bucket = by_start[row["start"]]
+        month = bucket.aligned.astimezone(zone).date()
         row["targets"] = {
-            kpi: {"target": value, "attainment": _attainment(row["kpis"].get(kpi), value)}
+            kpi: _plan(row["kpis"].get(kpi), value, pacing(kpi, row["kpis"].get(kpi), bucket, now))
             for (kpi, target_month), value in found.items()
             if target_month == month
         }
     return sorted({kpi for kpi, _ in found})
+
+
+def _plan(actual: Any, target: float, paced: float | None) -> dict[str, Any]:
+    plan = {"target": target, "attainment": _attainment(actual, target)}
+    if paced is not None:  # only the running month: the month-end value the trend projects
+        plan |= {"pacing": paced, "pacing_attainment": _attainment(paced, target)}
+    return plan
 
 
 def _attainment(actual: Any, target: float) -> float | None:
@@ -89,6 +99,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     flat = {"start": row["start"], "end": row["end"], "group": row["group"], **row["kpis"]}
     for kpi, plan in row.get("targets", {}).items():
         flat[f"{kpi}_target"], flat[f"{kpi}_attainment"] = plan["target"], plan["attainment"]
+        flat[f"{kpi}_pacing"] = plan.get("pacing")
     return flat
 
 

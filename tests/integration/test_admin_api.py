@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from tests.conftest import create_site
 
@@ -205,8 +207,10 @@ async def test_targets_show_beside_month_actuals(client: httpx.AsyncClient) -> N
         )
     ).text
     header, first = csv_text.splitlines()[:2]
-    assert header.endswith("orders_target,orders_attainment,revenue_target,revenue_attainment")
-    assert first.endswith(",,,200.0,0.25")
+    assert header.endswith(
+        "orders_target,orders_attainment,orders_pacing,revenue_target,revenue_attainment,revenue_pacing"
+    )
+    assert first.endswith(",,,,200.0,0.25,")  # March 2026 is over: no pacing
 
 
 async def test_rule_change_reaches_another_worker_within_a_second(
@@ -255,3 +259,39 @@ async def test_an_interrupted_reclassification_resumes_on_start(
     assert (status["status"], status["done"]) == ("done", 3)
     rows = dict(await db.fetch("SELECT message_id, goal FROM event WHERE site_id = $1", site["id"]))
     assert rows == {"w1": None, "w2": "whitepaper"}  # day 1 was "done" before the crash: not redone
+
+
+async def test_the_running_month_carries_pacing(client: httpx.AsyncClient) -> None:
+    from datetime import UTC, datetime
+
+    site = await create_site(client)
+    now = datetime.now(UTC)
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month_start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    order = {
+        "type": "track",
+        "event": "Order Completed",
+        "anonymousId": "p",
+        "messageId": "now-order",
+        "timestamp": now.isoformat(),
+        "properties": {"order_id": "n1", "revenue": 40},
+    }
+    await _ingest(client, site, [order])
+    month = month_start.strftime("%Y-%m")
+    await client.put(
+        "/v1/targets", headers=admin(site), json={"targets": [{"kpi": "revenue", "month": month, "value": 1000}]}
+    )
+    answer = await client.get(
+        "/v1/kpis",
+        headers=admin(site),
+        params={
+            "from": month_start.date().isoformat(),
+            "to": next_month.date().isoformat(),
+            "granularity": "month",
+            "tz": "UTC",
+        },
+    )
+    plan = answer.json()["buckets"][0]["targets"]["revenue"]
+    elapsed = (datetime.now(UTC) - month_start) / (next_month - month_start)
+    assert plan["pacing"] == pytest.approx(40 / elapsed, rel=1e-3)
+    assert plan["pacing_attainment"] == pytest.approx(plan["pacing"] / 1000)
