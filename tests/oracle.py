@@ -306,7 +306,11 @@ class Oracle:
                 e.session = index
 
     def session_channel(self, e: OEvent) -> str:
-        return self.sessions[e.session].channel
+        return self.merge(self.sessions[e.session].channel)
+
+    def merge(self, channel: str) -> str:
+        """The group a channel is reported under (replaced to check `limit` and '(other)')."""
+        return channel
 
     # ---------------------------------------------------------------- KPIs
 
@@ -316,7 +320,7 @@ class Oracle:
         buckets = make_buckets(frm, to, granularity, zone)
         if not breakdown:
             return [{"start": b.start, "end": b.end, "group": None, "kpis": self._bucket(b, None)} for b in buckets]
-        channels = sorted({s.channel for s in self.sessions})
+        channels = sorted({self.merge(s.channel) for s in self.sessions})
         rows: list[dict[str, Any]] = []
         for g in channels:
             per: list[dict[str, Any]] = [
@@ -331,7 +335,9 @@ class Oracle:
             return group is None or self.session_channel(e) == group
 
         events = [e for e in self.events if b.start <= e.at < b.end and in_group(e)]
-        sessions = [s for s in self.sessions if b.start <= s.start < b.end and (group is None or s.channel == group)]
+        sessions = [
+            s for s in self.sessions if b.start <= s.start < b.end and (group is None or self.merge(s.channel) == group)
+        ]
         persons = {e.person for e in events}
         orders = [e for e in events if e.order]
         order_persons = {e.person for e in orders}

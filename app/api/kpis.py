@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -12,7 +13,19 @@ from fastapi.responses import Response
 
 from app.api.caching import conditional
 from app.api.deps import Conn, ReadSite
-from app.api.params import Breakdown, Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
+from app.api.params import (
+    Breakdown,
+    Format,
+    From,
+    Limit,
+    To,
+    Tz,
+    bucket_list,
+    csv_answer,
+    period_of,
+    wants_csv,
+    zone_of,
+)
 from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
@@ -36,6 +49,7 @@ async def kpis(
     tz: Tz = None,
     granularity: Granularity = Granularity.DAY,
     breakdown: Breakdown = None,
+    limit: Limit = None,
     format: Format = None,
 ) -> Response:
     zone = zone_of(tz, site)
@@ -43,8 +57,13 @@ async def kpis(
     periods = bucket_list(period, granularity, zone)
     assert breakdown is None or breakdown in BREAKDOWNS
     q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, breakdown)
+    top: list[str] = []
+    if breakdown and limit:
+        top = await kpi_queries.top_groups(conn, q, limit + 1)
+        top = top[:limit] if len(top) > limit else []
+        q = replace(q, top=tuple(top))
     counts = await kpi_queries.kpi_counts(conn, q, periods)
-    groups = sorted({grp for _, grp in counts}) if breakdown else [""]
+    groups = sorted({grp for _, grp in counts}, key=_group_order(top)) if breakdown else [""]
     rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in periods for grp in groups]
     planned: list[str] = []
     if granularity is Granularity.MONTH:
@@ -63,6 +82,12 @@ async def kpis(
         "buckets": rows,
     }
     return conditional(request, JSONAnswer(answer))
+
+
+def _group_order(top: list[str]) -> Any:
+    """Groups by name; with a limit, the top groups in rank order, then the rest ('(other)')."""
+    rank = {name: index for index, name in enumerate(top)}
+    return lambda name: (rank.get(name, len(rank)), name)
 
 
 async def _add_targets(

@@ -34,6 +34,16 @@ Format = Annotated[
     Literal["json", "csv"] | None,
     Query(description="json (default) or csv; or send Accept: text/csv", examples=["csv"]),
 ]
+Limit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=100,
+        description="With a breakdown: keep the groups with the most sessions in the period, "
+        "and count every other one as '(other)'",
+        examples=[5],
+    ),
+]
 Breakdown = Annotated[
     Literal["channel", "peso", "source", "medium", "campaign", "device"] | None,
     Query(

@@ -340,7 +340,27 @@ async def _check_all(client: httpx.AsyncClient, read_key: str, oracle: Oracle, q
         params = {**period, "granularity": gran, "tz": tz, "breakdown": "channel"}
         answer = await client.get("/v1/kpis", params=params, headers=headers)
         problems += _compare_kpis(f"{tz}/{gran}/channel", oracle.kpis(FROM, TO, gran, tz, breakdown=True), answer)
+    problems += await _check_limit(client, headers, oracle)
     return problems
+
+
+async def _check_limit(client: httpx.AsyncClient, headers: dict[str, str], oracle: Oracle) -> list[str]:
+    """breakdown with limit=3: the 3 channels with most sessions in the period, the rest as '(other)'."""
+    start = datetime.combine(FROM, datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(TO, datetime.min.time(), tzinfo=UTC)
+    sessions = Counter(s.channel for s in oracle.sessions if start <= s.start < end)
+    top = [c for c, _ in sorted(sessions.items(), key=lambda item: (-item[1], item[0]))[:3]]
+    params = {"from": FROM.isoformat(), "to": TO.isoformat(), "granularity": "week", "tz": "UTC",
+              "breakdown": "channel", "limit": 3}  # fmt: skip
+    answer = await client.get("/v1/kpis", params=params, headers=headers)
+    oracle.merge = lambda channel: channel if channel in top else "(other)"  # type: ignore[method-assign]
+    try:
+        expected = oracle.kpis(FROM, TO, "week", "UTC", breakdown=True)
+    finally:
+        del oracle.merge
+    groups = list(dict.fromkeys(b["group"] for b in answer.json()["buckets"]))
+    order = [] if groups == [*top, "(other)"] else [f"UTC/week/channel/limit=3: groups {groups}, top {top}"]
+    return order + _compare_kpis("UTC/week/channel/limit=3", expected, answer)
 
 
 def _report(problems: list[str]) -> str:
