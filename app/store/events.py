@@ -158,3 +158,15 @@ async def count_ingest(
         duplicates,
         rejected,
     )
+
+
+async def bulk_ledgers(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
+    """The dedupe ledgers and identity links of bulk-loaded events (see persons.bulk_load)."""
+    await conn.copy_records_to_table(
+        "message_key", columns=["site_id", "message_id"], records=[(site_id, e.message_id) for e in events]
+    )
+    orders = {e.order_id for e in events if e.order_id}
+    await conn.copy_records_to_table(
+        "order_key", columns=["site_id", "order_id"], records=[(site_id, o) for o in orders]
+    )
+    await _upsert_links(conn, site_id, events)

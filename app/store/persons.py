@@ -297,3 +297,23 @@ async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: objec
         site_id, start, end,
     )  # fmt: skip
     return rows
+
+
+async def bulk_load(
+    conn: asyncpg.Connection, site_id: int, visitors: Sequence[tuple[str, list[IncomingEvent]]],
+    ruleset_for: RulesetFor,
+) -> int:  # fmt: skip
+    """COPY whole visitors at once (demo data, imports): the same derivation as live ingestion, for
+    persons with no stored events yet. Returns the number of events written."""
+    ids = iter(await _event_ids(conn, sum(len(events) for _, events in visitors)))
+    out = _Pending(site_id, {})
+    for person_id, incoming in visitors:
+        numbered = {next(ids): e for e in incoming}
+        out.incoming.update((event_id, (person_id, e)) for event_id, e in numbered.items())
+        events = [_new_event(e, event_id) for event_id, e in numbered.items()]
+        facts, sessions = derive_person(person_id, events, ruleset_for)
+        out.add_facts(facts, {})
+        out.session_parts.extend((person_id, s) for s in sessions)
+        out.states[person_id] = summarize(events, facts)
+    await out.write(conn)
+    return len(out.inserts)
