@@ -17,10 +17,12 @@ import asyncpg
 from app.domain.kpis import Granularity, buckets
 from app.rulesets import RulesetCache
 from app.store import jobs as store
+from app.store import locks as job_locks
 from app.store import persons as person_store
-from app.store.locks import lock_key, prefer_index_lookups
+from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.jobs")
+MAX_JOBS_PER_PROCESS = 2  # each running job holds one pool connection
 
 
 def _days(params: dict[str, Any]) -> list[tuple[datetime, datetime]]:
@@ -33,6 +35,7 @@ class JobRunner:
         self._pool = pool
         self._rulesets = rulesets
         self._tasks: set[asyncio.Task[None]] = set()
+        self._semaphore = asyncio.Semaphore(MAX_JOBS_PER_PROCESS)
 
     async def start_reclassify(self, site_id: int, start: datetime, end: datetime, tz: str) -> dict[str, Any]:
         params = {"from": start.isoformat(), "to": end.isoformat(), "tz": tz}
@@ -57,33 +60,32 @@ class JobRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, site_id: int, job_id: int) -> None:
-        key = lock_key("job", site_id, str(job_id))
-        async with self._pool.acquire() as holder:
-            if not await holder.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        # The connection that holds the job's lock does all of the job's work: a job never waits
+        # for a second connection (several jobs could otherwise hold the whole pool), and if that
+        # connection dies the lock and the work stop together.
+        async with self._semaphore, self._pool.acquire() as conn:
+            if not await job_locks.try_lock_job(conn, site_id, job_id):
                 return  # another process is running it
             try:
-                await self._run_locked(site_id, job_id)
+                await self._run_locked(conn, site_id, job_id)
             finally:
-                await holder.execute("SELECT pg_advisory_unlock($1)", key)
+                await job_locks.unlock_job(conn, site_id, job_id)
 
-    async def _run_locked(self, site_id: int, job_id: int) -> None:
-        async with self._pool.acquire() as conn:
-            job = await store.get_job(conn, site_id, job_id)
+    async def _run_locked(self, conn: asyncpg.Connection, site_id: int, job_id: int) -> None:
+        job = await store.get_job(conn, site_id, job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return
         try:
             days = _days(job["params"])
             for index in range(job["done"], len(days)):
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with conn.transaction():
                     await prefer_index_lookups(conn)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
                     await person_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
                     await store.advance_job(conn, site_id, job_id, index + 1)
-            async with self._pool.acquire() as conn:
-                await store.finish_job(conn, site_id, job_id, "done")
+            await store.finish_job(conn, site_id, job_id, "done")
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is resumed by the next process
         except Exception as exc:
             log.exception("job %s of site %s failed", job_id, site_id)
-            async with self._pool.acquire() as conn:
-                await store.finish_job(conn, site_id, job_id, "failed", f"{type(exc).__name__}: {exc}")
+            await store.finish_job(conn, site_id, job_id, "failed", f"{type(exc).__name__}: {exc}")

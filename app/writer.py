@@ -19,7 +19,7 @@ import asyncpg
 from app import metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
-from app.errors import Unauthorized, Unavailable
+from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
 from app.rulesets import RulesetCache
 from app.store import events as store
 from app.store import sites as site_store
@@ -27,6 +27,12 @@ from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.writer")
 MAX_ATTEMPTS = 3
+
+
+def _fail(submissions: Sequence[_Submission], error: Exception) -> None:
+    for s in submissions:
+        if not s.done.done():
+            s.done.set_exception(error)
 
 
 class SiteGone(Exception):
@@ -104,7 +110,11 @@ class Writer:
             self._pending_events -= sum(len(s.events) for s in batch)
             metrics.QUEUE_DEPTH.set(self._pending_events)
             if batch:
-                await self._flush(batch)
+                try:
+                    await self._flush(batch)
+                except Exception:  # never let the writer task die: fail what is unanswered, go on
+                    log.exception("writer flush failed")
+                    _fail(batch, RacetrackError("events not stored; retry later", "internal_error"))
             if self._closing and not self._queue:
                 return
             if self._queue:
@@ -115,34 +125,38 @@ class Writer:
         for submission in batch:
             by_site.setdefault(submission.site_id, []).append(submission)
         for site_id, submissions in by_site.items():
-            try:
-                with metrics.FLUSH_SECONDS.time():
-                    stored = await self._write_site(site_id, submissions)
-            except SiteGone:
-                gone = Unauthorized("unknown write key", "invalid_write_key")
-                for s in submissions:
-                    if not s.done.done():
-                        s.done.set_exception(gone)
-                continue
-            except Exception as exc:
-                log.warning("flush for site %s failed: %s", site_id, exc)
-                error = Unavailable(
-                    "events not stored, retry later", "database_unavailable", self._settings.retry_after_seconds
-                )
-                for s in submissions:
-                    if not s.done.done():
-                        s.done.set_exception(error)
-                continue
-            metrics.FLUSH_EVENTS.observe(sum(len(s.events) for s in submissions))
-            for s in submissions:
-                accepted = len({e.message_id for e in s.events if stored.get(e.message_id) is s})
-                metrics.EVENTS.labels("accepted").inc(accepted)
-                metrics.EVENTS.labels("duplicate").inc(len(s.events) - accepted)
-                for rejection, _ in s.failures:
-                    metrics.EVENTS.labels("rejected").inc()
-                    metrics.REJECTED.labels(rejection.code).inc()
-                if not s.done.done():
-                    s.done.set_result(Written(accepted, len(s.events) - accepted))
+            await self._flush_site(site_id, submissions)
+
+    async def _flush_site(self, site_id: int, submissions: list[_Submission]) -> None:
+        try:
+            with metrics.FLUSH_SECONDS.time():
+                stored = await self._write_site(site_id, submissions)
+        except SiteGone:
+            _fail(submissions, Unauthorized("unknown write key", "invalid_write_key"))
+            return
+        except DATABASE_DOWN as exc:
+            log.warning("flush for site %s failed, database unavailable: %s", site_id, exc)
+            _fail(submissions, Unavailable("events not stored, retry later", "database_unavailable",
+                                           self._settings.retry_after_seconds))  # fmt: skip
+            return
+        except Exception:
+            if len(submissions) > 1:  # one request's data must not cost the others: write them apart
+                for submission in submissions:
+                    await self._flush_site(site_id, [submission])
+                return
+            log.exception("storing a request's events failed (site %s)", site_id)
+            _fail(submissions, RacetrackError("events not stored; this request failed", "internal_error"))
+            return
+        metrics.FLUSH_EVENTS.observe(sum(len(s.events) for s in submissions))
+        for s in submissions:
+            accepted = len({e.message_id for e in s.events if stored.get(e.message_id) is s})
+            metrics.EVENTS.labels("accepted").inc(accepted)
+            metrics.EVENTS.labels("duplicate").inc(len(s.events) - accepted)
+            for rejection, _ in s.failures:
+                metrics.EVENTS.labels("rejected").inc()
+                metrics.REJECTED.labels(rejection.code).inc()
+            if not s.done.done():
+                s.done.set_result(Written(accepted, len(s.events) - accepted))
 
     async def _write_site(self, site_id: int, submissions: list[_Submission]) -> dict[str, _Submission]:
         events = [e for s in submissions for e in s.events]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -57,11 +57,13 @@ class Replay(BaseModel):
 @router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
 async def replay(body: Replay, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep) -> dict[str, Any]:
     rows = await store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
-    receipt = Receipt(received_at=datetime.now(UTC), site_domains=site.domains)
     accepted: list[tuple[int, IncomingEvent]] = []
     still: list[tuple[int, Rejection]] = []
     for row in rows:
         raw = _decoded(row["raw"])
+        # normalized as of its first arrival: clock-skew correction and event time stay the same
+        receipt = Receipt(received_at=row["received_at"], site_domains=site.domains,
+                          max_future=timedelta(hours=settings.max_future_skew_hours))  # fmt: skip
         result = (
             normalize(raw, receipt)
             if len(row["raw"]) <= settings.message_max_bytes

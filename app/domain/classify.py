@@ -20,10 +20,13 @@ def classify(event: Event, person: PersonHistory, ruleset: CompiledRuleset) -> C
     return Classification(Stage.NONE, None, None, False, False, ruleset.version)
 
 
+MAX_VALUE = 1e12  # beyond any real order; keeps sums of values finite in float8
+
+
 def value_of(event: Event, rule: CompiledRule) -> float | None:
     for path in rule.value_paths:
         number = as_number(lookup(event.properties, path))
-        if number is not None:
+        if number is not None and abs(number) <= MAX_VALUE:
             return number
     return None
 

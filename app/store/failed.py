@@ -29,7 +29,7 @@ async def pending_failed(
     conn: asyncpg.Connection, site_id: int, ids: Sequence[int] | None, limit: int
 ) -> list[asyncpg.Record]:
     rows: list[Any] = await conn.fetch(
-        """SELECT failed_id, raw FROM failed_event
+        """SELECT failed_id, raw, received_at FROM failed_event
            WHERE site_id = $1 AND replayed_at IS NULL AND ($2::bigint[] IS NULL OR failed_id = ANY($2))
            ORDER BY failed_id LIMIT $3""",
         site_id,

@@ -295,3 +295,36 @@ async def test_the_running_month_carries_pacing(client: httpx.AsyncClient) -> No
     elapsed = (datetime.now(UTC) - month_start) / (next_month - month_start)
     assert plan["pacing"] == pytest.approx(40 / elapsed, rel=1e-3)
     assert plan["pacing_attainment"] == pytest.approx(plan["pacing"] / 1000)
+
+
+async def test_replay_keeps_the_time_of_first_arrival(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
+    site = await create_site(client)
+    late_sender = {
+        "type": "track",
+        "anonymousId": "a",
+        "messageId": "skewed",
+        "timestamp": "2026-03-01T10:00:00Z",
+        "sentAt": "2026-03-01T11:00:00Z",
+    }  # no event name: rejected, kept raw
+    await _ingest(client, site, [late_sender])
+    await asyncio.sleep(1.1)  # the replay comes later than the first arrival
+    await db.execute(
+        """UPDATE failed_event SET raw = jsonb_set(raw::jsonb, '{event}', '"Signed Up"')::text
+                        WHERE site_id = $1""",
+        site["id"],
+    )
+    await client.post("/v1/failed-events/replay", json={}, headers=admin(site))
+    received = await db.fetchval("SELECT received_at FROM failed_event WHERE site_id = $1", site["id"])
+    event_at = await db.fetchval("SELECT event_at FROM event WHERE site_id = $1", site["id"])
+    assert event_at == received - timedelta(hours=1)  # receivedAt - (sentAt - timestamp), as on arrival
+
+
+async def test_an_absurd_order_value_does_not_break_revenue(client: httpx.AsyncClient) -> None:
+    site = await create_site(client)
+    huge = [track(f"h{i}", "Order Completed", 1, order_id=f"h{i}", revenue=1e308) for i in range(2)]
+    await _ingest(client, site, [*huge, track("ok", "Order Completed", 1, order_id="ok", revenue=20)])
+    kpis = await client.get(
+        "/v1/kpis", params={"from": "2026-03-01", "to": "2026-03-02", "granularity": "total"}, headers=admin(site)
+    )
+    assert kpis.status_code == 200, kpis.text
+    assert (kpis.json()["buckets"][0]["kpis"]["orders"], kpis.json()["buckets"][0]["kpis"]["revenue"]) == (3, 20.0)
