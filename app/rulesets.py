@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -46,14 +47,15 @@ class RulesetCache:
         """Re-read this site's latest version on the next use (after a change in this process)."""
         self._latest.pop(site_id, None)
 
-    async def resolver(self, conn: asyncpg.Connection, site_id: int) -> Any:
-        """A ruleset_for(version) function for derive_person, preloaded for the versions it may need."""
+    async def resolver(self, conn: asyncpg.Connection, site_id: int) -> Callable[[int | None], CompiledRuleset]:
+        """A ruleset_for(version) function for derive_person. Versions run 0 (the default), 1, 2, ...
+        up to the current one; each is read and compiled once per process, then kept."""
         current = await self.current(conn, site_id)
-        known = {current.version: current, 0: default_ruleset()}
-        for version in await store.ruleset_versions(conn, site_id):
+        known = {0: default_ruleset(), current.version: current}
+        for version in range(1, current.version):
             if (site_id, version) not in self._versions:
                 self._compiled(site_id, version, await store.ruleset_version(conn, site_id, version))
-            known.setdefault(version, self._versions[(site_id, version)])
+            known[version] = self._versions[(site_id, version)]
 
         def ruleset_for(version: int | None) -> CompiledRuleset:
             return current if version is None else known.get(version, current)

@@ -87,11 +87,21 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("accept", ""))
 
 
+def _cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula (event or campaign names come from trackers)
+    is prefixed with a quote; numbers are left alone."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def csv_answer(rows: list[dict[str, Any]], columns: list[str], filename: str) -> Response:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",

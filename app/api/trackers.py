@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.ingest import NO_CACHE, PIXEL, ingest_messages
 from app.config import Settings
-from app.errors import BadRequest, PayloadTooLarge, RacetrackError
+from app.errors import DATABASE_DOWN, BadRequest, PayloadTooLarge, RacetrackError
 from app.jsonresponse import JSONAnswer
 from app.wire.body import parse_json, read_body
 from app.wire.posthog import posthog_messages
@@ -188,4 +188,6 @@ async def snowplow_get(request: Request, writer: WriterDep, settings: SettingsDe
     except RacetrackError as exc:
         status, headers["X-Racetrack-Error"] = exc.status, exc.code
         headers.update(exc.headers())
+    except DATABASE_DOWN:  # still an image, as the pixel answers
+        status, headers["X-Racetrack-Error"], headers["Retry-After"] = 503, "database_unavailable", "5"
     return Response(PIXEL, status_code=status, media_type="image/gif", headers=headers)

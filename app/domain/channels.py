@@ -34,6 +34,8 @@ SEARCH_ENGINES = (
     "seznam.cz",
     "qwant.com",
 )
+# hosts of search engines' companies that are not searches (webmail, documents, Android app ids)
+NOT_SEARCH_PREFIXES = ("mail.", "docs.", "drive.", "accounts.", "calendar.", "com.google.android.")
 SOCIAL_NETWORKS = (
     "facebook.com",
     "fb.com",
@@ -82,7 +84,7 @@ def host_of(url: str | None) -> str:
 
 
 def _host_in(host: str, patterns: Iterable[str]) -> bool:
-    # "google." matches google.com and google.co.uk; "t.co" matches t.co and m.t.co, not bit.co
+    # "google." matches google.com, google.co.uk, news.google.com; "t.co" matches t.co and m.t.co, not bit.co
     for pattern in patterns:
         if pattern.endswith("."):
             if host.startswith(pattern) or f".{pattern}" in f".{host}":
@@ -115,7 +117,7 @@ def channel_of(
     ref_host = host_of(referrer)
     if not ref_host:
         return DIRECT
-    if _host_in(ref_host, SEARCH_ENGINES):
+    if _host_in(ref_host, SEARCH_ENGINES) and not ref_host.startswith(NOT_SEARCH_PREFIXES):
         return ORGANIC_SEARCH
     if _host_in(ref_host, SOCIAL_NETWORKS):
         return ORGANIC_SOCIAL

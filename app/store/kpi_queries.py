@@ -27,8 +27,9 @@ OTHER = "(other)"
 
 
 def _text_literal(value: str) -> str:
-    # group values come from stored data (campaign names): quoted, never spliced raw
-    return "'" + value.replace("'", "''") + "'"
+    """A group value (campaign names come from trackers) as an escape-string literal: backslashes and
+    quotes escaped, so it is safe whatever standard_conforming_strings says."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 async def top_groups(conn: asyncpg.Connection, q: Query, limit: int) -> list[str]:

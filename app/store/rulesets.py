@@ -29,7 +29,3 @@ async def insert_ruleset(conn: asyncpg.Connection, site_id: int, document: Any) 
         document,
     )
     return version
-
-
-async def ruleset_versions(conn: asyncpg.Connection, site_id: int) -> list[int]:
-    return [r["version"] for r in await conn.fetch("SELECT version FROM ruleset WHERE site_id = $1", site_id)]

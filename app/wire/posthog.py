@@ -76,7 +76,7 @@ def _events(body: Any) -> tuple[list[Any], Mapping[str, Any]]:
 
 def _messages(event: Any, body_key: str | None, sent_at: Any, received_at: datetime | None) -> list[dict[str, Any]]:
     if not isinstance(event, Mapping):
-        return [{"posthog": event}]  # normalize rejects it: a message must be an object
+        return [{"posthog": event}]  # normalize rejects it: a message must be an object (a list, a string)
     raw_props = event.get("properties")
     props: dict[str, Any] = dict(raw_props) if isinstance(raw_props, Mapping) else {}
     name = event.get("event")

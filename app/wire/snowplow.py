@@ -92,7 +92,7 @@ def tp2_messages(body: Any) -> list[dict[str, Any]]:
 def event_message(params: Any) -> dict[str, Any] | None:
     """One tracker-protocol event (GET /i's query or one item of tp2's data) -> a message, or None."""
     if not isinstance(params, Mapping):
-        return {"type": "snowplow:invalid_event", "snowplow": params}
+        return {"type": "snowplow:invalid_event", "snowplow": _without_ip(params)}
     kind = params.get("e")
     if kind in IGNORED_EVENTS:
         return None
@@ -101,8 +101,13 @@ def event_message(params: Any) -> dict[str, Any] | None:
         message = _common(params, entities)
         message.update(_event(kind, params, entities))
     except _Unmappable as exc:
-        return {"type": f"snowplow:{exc}", "messageId": text(params.get("eid")), "snowplow": dict(params)}
+        return {"type": f"snowplow:{exc}", "messageId": text(params.get("eid")), "snowplow": _without_ip(params)}
     return message
+
+
+def _without_ip(params: Any) -> Any:
+    """Kept raw when rejected, but never with the client's IP (README: no IP stored in any form)."""
+    return {k: v for k, v in params.items() if k != "ip"} if isinstance(params, Mapping) else params
 
 
 def _common(params: Mapping[str, Any], entities: list[Mapping[str, Any]]) -> dict[str, Any]:

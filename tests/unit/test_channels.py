@@ -204,3 +204,13 @@ def test_every_channel_has_a_peso_group_and_unknown_falls_back_to_owned() -> Non
 )
 def test_host_of(url: str | None, host: str) -> None:
     assert host_of(url) == host
+
+
+@pytest.mark.parametrize(
+    "referrer",
+    ["https://mail.google.com/mail/u/0/", "https://docs.google.com/d/1", "android-app://com.google.android.gm"],
+)
+def test_webmail_and_documents_of_search_companies_are_referrals(referrer: str) -> None:
+    assert channel_of(context_channel=None, medium=None, referrer=referrer, page_url="https://shop.example/") == (
+        "Referral"
+    )
