@@ -53,8 +53,8 @@ def _split(
         message_id = message_id if isinstance(message_id, str) else None
         if len(encoded) > settings.message_max_bytes:
             limit = f"message exceeds {settings.message_max_bytes} bytes"
-            kept = encoded[: settings.message_max_bytes]  # a public key must not buy unbounded storage
-            rejected.append((index, Rejection("message_too_large", limit, "message", message_id), kept))
+            # kept whole, as DESIGN §2 asks (every rejected message raw); the request cap bounds it
+            rejected.append((index, Rejection("message_too_large", limit, "message", message_id), encoded))
             continue
         if NUL in encoded:  # PostgreSQL text and jsonb refuse NUL characters
             nul = Rejection("invalid_character", "message contains a NUL (\\u0000) character", "message", message_id)
