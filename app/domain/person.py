@@ -59,64 +59,25 @@ def event_order(event: Event) -> tuple[datetime, str]:
 def derive_person(
     person_id: str, events: Iterable[Event], ruleset_for: Callable[[int | None], CompiledRuleset]
 ) -> tuple[list[EventFacts], list[SessionFacts]]:
-    """ruleset_for(version) gives the ruleset an event was classified under (None: the current one);
-    stored events keep their version until a reclassification (DESIGN §3)."""
-    ordered = sorted(events, key=event_order)
-    humans = [e for e in ordered if not e.is_bot]
-    sessions, session_of = _sessions(person_id, humans)
-    facts: list[EventFacts] = []
-    history = PersonHistory(first_seen_at=humans[0].event_at if humans else None)
-    first_event_id = humans[0].event_id if humans else None
-    for event in ordered:
-        got = classify(event, history, ruleset_for(event.ruleset_version))
-        is_order = got.order and not event.is_bot
-        facts.append(
-            EventFacts(
-                event_id=event.event_id,
-                stage=got.stage,
-                goal=got.goal,
-                value=got.value,
-                is_lead=got.lead,
-                is_order=got.order,
-                is_first_event=event.event_id == first_event_id,
-                is_first_order=is_order and history.orders_before == 0,
-                is_repeat_order=is_order and history.orders_before > 0,
-                session_key=session_of.get(event.event_id),
-                nps_score=_nps_score(event) if got.goal == NPS_GOAL else None,
-                ruleset_version=got.ruleset_version,
-            )
-        )
-        if not event.is_bot:
-            history = PersonHistory(
-                orders_before=history.orders_before + got.order,
-                revenue_before=history.revenue_before + ((got.value or 0.0) if got.order else 0.0),
-                leads_before=history.leads_before + got.lead,
-                first_seen_at=history.first_seen_at,
-            )
+    """Every fact of a person from all of their events. ruleset_for(version) gives the ruleset an
+    event was classified under (None: the current one); stored events keep their version until a
+    reclassification (DESIGN §3)."""
+    facts, sessions, _ = derive_person_state(person_id, events, ruleset_for)
     return facts, sessions
+
+
+def derive_person_state(
+    person_id: str, events: Iterable[Event], ruleset_for: Callable[[int | None], CompiledRuleset]
+) -> tuple[list[EventFacts], list[SessionFacts], PersonState]:
+    """derive_person, and the state after the last event: extending an empty past is deriving."""
+    derived = extend_person(person_id, PersonState(), events, ruleset_for)
+    assert derived is not None  # an empty past comes before any event
+    return derived
 
 
 def _nps_score(event: Event) -> float | None:
     score = as_number(lookup(event.properties, ("score",)))
     return score if score is not None and 0 <= score <= 10 else None
-
-
-def _sessions(person_id: str, humans: Sequence[Event]) -> tuple[list[SessionFacts], dict[int, str]]:
-    """Explicit context.sessionId groups first; the rest is cut at gaps over 30 minutes."""
-    groups: dict[str, list[Event]] = {}
-    previous: Event | None = None
-    current_key = ""
-    for event in humans:
-        if event.session_hint:
-            groups.setdefault(f"{person_id}|s|{event.session_hint}", []).append(event)
-            continue
-        if previous is None or event.event_at - previous.event_at > SESSION_GAP:
-            current_key = f"{person_id}|t|{event.message_id}"
-        groups.setdefault(current_key, []).append(event)
-        previous = event
-    sessions = [_session(key, members) for key, members in groups.items()]
-    session_of = {e.event_id: key for key, members in groups.items() for e in members}
-    return sessions, session_of
 
 
 def _session(key: str, members: Sequence[Event]) -> SessionFacts:
@@ -148,15 +109,6 @@ class PersonState:
     leads: int = 0
     gap_session_key: str | None = None  # the session of the last human event without a sessionId
     gap_last_at: datetime | None = None
-
-
-def summarize(events: Iterable[Event], facts: Sequence[EventFacts]) -> PersonState:
-    """The state after all of a person's events, from derive_person's facts."""
-    by_id = {f.event_id: f for f in facts}
-    state = PersonState()
-    for event in sorted(events, key=event_order):
-        state = _advance(state, event, by_id[event.event_id])
-    return state
 
 
 def _advance(state: PersonState, event: Event, facts: EventFacts) -> PersonState:

@@ -10,7 +10,7 @@ import asyncpg
 
 from app.domain.model import Event
 from app.domain.normalize import IncomingEvent, as_event
-from app.domain.person import EventFacts, PersonState, SessionFacts, derive_person, extend_person, summarize
+from app.domain.person import EventFacts, PersonState, SessionFacts, derive_person_state, extend_person
 from app.domain.rules import CompiledRuleset
 from app.store.locks import lock_all, lock_key
 
@@ -126,10 +126,10 @@ async def _derive_fully(
         by_person[row["person_id"]].append(_event(row))
     out.slow_persons.extend(person_ids)
     for person_id, events in by_person.items():
-        facts, sessions = derive_person(person_id, events, ruleset_for)
+        facts, sessions, state = derive_person_state(person_id, events, ruleset_for)
         out.add_facts(facts, stored)
         out.sessions.update((s.session_key, (person_id, s)) for s in sessions)
-        out.states[person_id] = summarize(events, facts) if events else None
+        out.states[person_id] = state if events else None
 
 
 async def _load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
@@ -311,9 +311,9 @@ async def bulk_load(
         numbered = {next(ids): e for e in incoming}
         out.incoming.update((event_id, (person_id, e)) for event_id, e in numbered.items())
         events = [_new_event(e, event_id) for event_id, e in numbered.items()]
-        facts, sessions = derive_person(person_id, events, ruleset_for)
+        facts, sessions, state = derive_person_state(person_id, events, ruleset_for)
         out.add_facts(facts, {})
         out.session_parts.extend((person_id, s) for s in sessions)
-        out.states[person_id] = summarize(events, facts)
+        out.states[person_id] = state
     await out.write(conn)
     return len(out.inserts)

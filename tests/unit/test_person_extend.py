@@ -1,4 +1,5 @@
-"""extend_person (the append fast path) gives exactly what derive_person gives over everything."""
+"""extend_person (the append fast path): extending stored events with later ones gives exactly what
+deriving all of them at once gives, wherever the cut falls."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.domain.model import Event
-from app.domain.person import PersonState, SessionFacts, derive_person, extend_person, summarize
+from app.domain.person import SessionFacts, derive_person_state, extend_person
 from app.rulesets import default_ruleset
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -58,19 +59,18 @@ def _merged(before: list[SessionFacts], parts: list[SessionFacts]) -> dict[str, 
 def test_extending_equals_deriving_everything(events: list[Event], cut: int) -> None:
     ordered = sorted(events, key=lambda e: (e.event_at, e.message_id))
     old, new = ordered[:cut], ordered[cut:]
-    full_facts, full_sessions = derive_person("p", events, ruleset_for)  # type: ignore[arg-type]
-    old_facts, old_sessions = derive_person("p", old, ruleset_for)  # type: ignore[arg-type]
-    state = summarize(old, old_facts) if old else PersonState()
+    full_facts, full_sessions, full_state = derive_person_state("p", events, ruleset_for)  # type: ignore[arg-type]
+    old_facts, old_sessions, state = derive_person_state("p", old, ruleset_for)  # type: ignore[arg-type]
     extended = extend_person("p", state, new, ruleset_for)  # type: ignore[arg-type]
     assert extended is not None
     new_facts, parts, final = extended
     assert sorted(old_facts + new_facts, key=lambda f: f.event_id) == sorted(full_facts, key=lambda f: f.event_id)
     assert _merged(old_sessions, parts) == {s.session_key: s for s in full_sessions}
-    assert final == summarize(events, full_facts)
+    assert final == full_state
 
 
 def test_an_event_before_the_last_stored_one_needs_the_full_derivation() -> None:
     stored = [Event(message_id="b", type="page", event_at=T0 + timedelta(hours=1), event_id=1)]
-    facts, _ = derive_person("p", stored, ruleset_for)  # type: ignore[arg-type]
+    _, _, state = derive_person_state("p", stored, ruleset_for)  # type: ignore[arg-type]
     late = Event(message_id="a", type="page", event_at=T0, event_id=2)
-    assert extend_person("p", summarize(stored, facts), [late], ruleset_for) is None  # type: ignore[arg-type]
+    assert extend_person("p", state, [late], ruleset_for) is None  # type: ignore[arg-type]
