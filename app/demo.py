@@ -196,7 +196,9 @@ async def load_demo(
                     visitors.append((f"u:{user}" if user else f"a:{incoming[0].anonymous_id}", incoming))
             async with pool.acquire() as conn, conn.transaction():
                 loaded += await person_store.bulk_load(conn, site.site_id, visitors, lambda version: default_ruleset())
-                await events.bulk_ledgers(conn, site.site_id, [e for _, evs in visitors for e in evs])
+                await events.bulk_ledgers(
+                    conn, site.site_id, [e for _, evs in visitors for e in evs], default_ruleset()
+                )
                 await events.count_ingest(conn, site.site_id, now, sum(len(evs) for _, evs in visitors), 0, 0)
     finally:
         await pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -13,6 +14,7 @@ from app.api.deps import Pool
 from app.jsonresponse import JSONAnswer
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("racetrack.health")
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -26,9 +28,9 @@ async def readyz(pool: Pool) -> JSONAnswer:
         async with asyncio.timeout(2):
             async with pool.acquire() as conn:
                 await conn.fetchval("SELECT 1")
-    except Exception as exc:
+    except Exception:
         return JSONAnswer(
-            {"code": "database_unavailable", "message": str(exc) or type(exc).__name__, "details": []},
+            {"code": "database_unavailable", "message": "database not reachable", "details": []},
             status_code=503,
             headers={"Retry-After": "5"},
         )

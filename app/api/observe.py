@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import metrics
 
 log = logging.getLogger("racetrack.access")
+KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,7 +71,8 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or scope.get("racetrack.route", "unmatched")
-            metrics.REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"  # bounded labels
+            metrics.REQUEST_SECONDS.labels(method, route, str(status)).observe(elapsed)
             if self.access_log:
                 log.info(
                     "request",

@@ -41,20 +41,22 @@ async def write_events(
         return WriteResult(frozenset())
     anonymous = sorted({e.anonymous_id for e in fresh if e.anonymous_id})
     before = await resolve_links(conn, site_id, anonymous)
-    await _upsert_links(conn, site_id, fresh)
-    after = await resolve_links(conn, site_id, anonymous)
+    after = before
+    if any(e.anonymous_id and e.user_id for e in fresh):  # only then can a link appear or change
+        await _upsert_links(conn, site_id, fresh)
+        after = await resolve_links(conn, site_id, anonymous)
     moved = {a: after[a] for a in anonymous if after.get(a) != before.get(a) and a in after}
     affected = {person_id_of(e.user_id, e.anonymous_id, after) for e in fresh}
     affected |= {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
     await lock_all(conn, (lock_key("p", site_id, p) for p in affected))
-    for anonymous_id, user_id in moved.items():
+    if moved:  # the anonymous events of a newly linked id become the user's, retroactively
         await conn.execute(
-            """UPDATE event SET person_id = $3
-               WHERE site_id = $1 AND anonymous_id = $2 AND user_id IS NULL AND person_id <> $3""",
-            site_id,
-            anonymous_id,
-            f"u:{user_id}",
-        )
+            """UPDATE event SET person_id = m.person_id
+               FROM unnest($2::text[], $3::text[]) AS m(anonymous_id, person_id)
+               WHERE event.site_id = $1 AND event.anonymous_id = m.anonymous_id AND event.user_id IS NULL
+                 AND event.person_id <> m.person_id""",
+            site_id, list(moved), [f"u:{u}" for u in moved.values()],
+        )  # fmt: skip
     arriving = [(person_id_of(e.user_id, e.anonymous_id, after), e) for e in fresh]
     relinked = {f"u:{u}" for u in moved.values()} | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
     await recompute_persons(conn, site_id, sorted(affected), ruleset_for, arriving, frozenset(relinked))
@@ -160,12 +162,15 @@ async def count_ingest(
     )
 
 
-async def bulk_ledgers(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
-    """The dedupe ledgers and identity links of bulk-loaded events (see persons.bulk_load)."""
+async def bulk_ledgers(
+    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], ruleset: CompiledRuleset
+) -> None:
+    """The dedupe ledgers and identity links of bulk-loaded events (see persons.bulk_load), by the
+    same rule as live ingestion: an order id is claimed by events the rules count as orders."""
     await conn.copy_records_to_table(
         "message_key", columns=["site_id", "message_id"], records=[(site_id, e.message_id) for e in events]
     )
-    orders = {e.order_id for e in events if e.order_id}
+    orders = {e.order_id for e in events if e.order_id and _is_order(e, ruleset)}
     await conn.copy_records_to_table(
         "order_key", columns=["site_id", "order_id"], records=[(site_id, o) for o in orders]
     )
