@@ -173,10 +173,10 @@ async def load_demo(
 ) -> dict[str, Any]:
     """Create a demo site and bulk-load generated journeys (COPY), each visitor's facts derived by the
     same domain code as live ingestion; a fresh site, so no visitor has stored events to merge with."""
+    from app import derivation
     from app.domain.normalize import IncomingEvent, Receipt, normalize
     from app.rulesets import default_ruleset
     from app.store import events, sites
-    from app.store import persons as person_store
     from app.store.database import create_pool
 
     now = now or datetime.now(UTC).replace(microsecond=0)
@@ -195,10 +195,7 @@ async def load_demo(
                     user = next((e.user_id for e in incoming if e.user_id), None)
                     visitors.append((f"u:{user}" if user else f"a:{incoming[0].anonymous_id}", incoming))
             async with pool.acquire() as conn, conn.transaction():
-                loaded += await person_store.bulk_load(conn, site.site_id, visitors, lambda version: default_ruleset())
-                await events.bulk_ledgers(
-                    conn, site.site_id, [e for _, evs in visitors for e in evs], default_ruleset()
-                )
+                loaded += await derivation.bulk_load(conn, site.site_id, visitors, lambda version: default_ruleset())
                 await events.count_ingest(conn, site.site_id, now, sum(len(evs) for _, evs in visitors), 0, 0)
     finally:
         await pool.close()

@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from app import derivation
 from app.domain.kpis import Granularity, buckets
 from app.rulesets import RulesetCache
 from app.store import jobs as store
 from app.store import locks as job_locks
-from app.store import persons as person_store
 from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.jobs")
@@ -81,7 +81,7 @@ class JobRunner:
                 async with conn.transaction():
                     await prefer_index_lookups(conn)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    await person_store.reclassify_persons_between(conn, site_id, *days[index], ruleset_for)
+                    await derivation.reclassify_between(conn, site_id, *days[index], ruleset_for)
                     await store.advance_job(conn, site_id, job_id, index + 1)
             await store.finish_job(conn, site_id, job_id, "done")
         except asyncio.CancelledError:

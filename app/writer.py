@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from app import metrics
+from app import derivation, metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
@@ -172,7 +172,7 @@ class Writer:
                     if not await site_store.lock_site(conn, site_id):
                         raise SiteGone(site_id)
                     ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    result = await store.write_events(conn, site_id, events, ruleset_for)
+                    result = await derivation.store_events(conn, site_id, events, ruleset_for)
                     await store.insert_failed(conn, site_id, failures)
                     await store.count_ingest(
                         conn,

@@ -1,105 +1,45 @@
-"""Writing events: dedupe ledgers, identity links, person resolution, derived facts and sessions.
-Functions take the connection first and never commit: the writer owns the transaction."""
+"""SQL for writing events: dedupe ledgers, identity links, failed events, ingestion counters.
+Functions take the connection first and never commit: the caller owns the transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from app.domain.classify import classify
-from app.domain.model import PersonHistory
-from app.domain.normalize import IncomingEvent, Rejection, as_event
-from app.domain.rules import CompiledRuleset
-from app.store.locks import lock_all, lock_key
-from app.store.persons import RulesetFor, recompute_persons
+from app.domain.normalize import IncomingEvent, Rejection
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    stored: frozenset[str]  # messageIds stored by this call; the others were duplicates
-
-
-def person_id_of(user_id: str | None, anonymous_id: str | None, links: dict[str, str]) -> str:
-    if user_id:
-        return f"u:{user_id}"
-    assert anonymous_id is not None
-    linked = links.get(anonymous_id)
-    return f"u:{linked}" if linked else f"a:{anonymous_id}"
-
-
-async def write_events(
-    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], ruleset_for: RulesetFor
-) -> WriteResult:
-    unique = list({e.message_id: e for e in reversed(events)}.values())[::-1]  # first copy wins
-    ids = {i for e in unique for i in (e.anonymous_id, e.user_id) if i}
-    await lock_all(conn, (lock_key("i", site_id, i) for i in ids))
-    fresh = await _claim_keys(conn, site_id, unique, ruleset_for(None))
-    if not fresh:
-        return WriteResult(frozenset())
-    anonymous = sorted({e.anonymous_id for e in fresh if e.anonymous_id})
-    before = await resolve_links(conn, site_id, anonymous)
-    after = before
-    if any(e.anonymous_id and e.user_id for e in fresh):  # only then can a link appear or change
-        await _upsert_links(conn, site_id, fresh)
-        after = await resolve_links(conn, site_id, anonymous)
-    moved = {a: after[a] for a in anonymous if after.get(a) != before.get(a) and a in after}
-    affected = {person_id_of(e.user_id, e.anonymous_id, after) for e in fresh}
-    affected |= {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
-    await lock_all(conn, (lock_key("p", site_id, p) for p in affected))
-    if moved:  # the anonymous events of a newly linked id become the user's, retroactively
-        await conn.execute(
-            """UPDATE event SET person_id = m.person_id
-               FROM unnest($2::text[], $3::text[]) AS m(anonymous_id, person_id)
-               WHERE event.site_id = $1 AND event.anonymous_id = m.anonymous_id AND event.user_id IS NULL
-                 AND event.person_id <> m.person_id""",
-            site_id, list(moved), [f"u:{u}" for u in moved.values()],
-        )  # fmt: skip
-    arriving = [(person_id_of(e.user_id, e.anonymous_id, after), e) for e in fresh]
-    relinked = {f"u:{u}" for u in moved.values()} | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
-    await recompute_persons(conn, site_id, sorted(affected), ruleset_for, arriving, frozenset(relinked))
-    return WriteResult(frozenset(e.message_id for e in fresh))
-
-
-async def _claim_keys(
-    conn: asyncpg.Connection, site_id: int, events: list[IncomingEvent], ruleset: CompiledRuleset
-) -> list[IncomingEvent]:
-    """Keep the events whose messageId, and order id if they are orders, were never stored."""
+async def claim_message_ids(conn: asyncpg.Connection, site_id: int, message_ids: Sequence[str]) -> set[str]:
+    """Record these messageIds; return the ones never seen before (the others are duplicates)."""
     rows = await conn.fetch(
         """INSERT INTO message_key (site_id, message_id) SELECT $1, unnest($2::text[])
            ON CONFLICT DO NOTHING RETURNING message_id""",
-        site_id,
-        [e.message_id for e in events],
-    )
-    claimed = {r["message_id"] for r in rows}
-    fresh = [e for e in events if e.message_id in claimed]
-    orders = {e.message_id: e.order_id for e in fresh if e.order_id and _is_order(e, ruleset)}
-    if not orders:
-        return fresh
+        site_id, list(message_ids),
+    )  # fmt: skip
+    return {r["message_id"] for r in rows}
+
+
+async def claim_order_ids(conn: asyncpg.Connection, site_id: int, order_ids: Sequence[str]) -> set[str]:
+    """Record these order ids; return the ones never seen before."""
     rows = await conn.fetch(
         """INSERT INTO order_key (site_id, order_id) SELECT $1, unnest($2::text[])
            ON CONFLICT DO NOTHING RETURNING order_id""",
-        site_id,
-        sorted(set(orders.values())),
-    )
-    new_orders = {r["order_id"] for r in rows}
-    kept = []
-    for e in fresh:
-        order_id = orders.get(e.message_id)
-        if order_id is not None:
-            if order_id not in new_orders:
-                continue  # an order id is counted once (DESIGN §2): the first stored copy wins
-            new_orders.discard(order_id)
-        kept.append(e)
-    return kept
+        site_id, sorted(set(order_ids)),
+    )  # fmt: skip
+    return {r["order_id"] for r in rows}
 
 
-def _is_order(event: IncomingEvent, ruleset: CompiledRuleset) -> bool:
-    """Would the current rules count this message as an order? (History cannot turn an order
-    into a non-order in the shipped rules; both purchase rules carry the order flag.)"""
-    return classify(as_event(event), PersonHistory(), ruleset).order
+async def relink_anonymous(conn: asyncpg.Connection, site_id: int, moved: dict[str, str]) -> None:
+    """The stored anonymous-only events of these anonymousIds now belong to these persons."""
+    await conn.execute(
+        """UPDATE event SET person_id = m.person_id
+           FROM unnest($2::text[], $3::text[]) AS m(anonymous_id, person_id)
+           WHERE event.site_id = $1 AND event.anonymous_id = m.anonymous_id AND event.user_id IS NULL
+             AND event.person_id <> m.person_id""",
+        site_id, list(moved), list(moved.values()),
+    )  # fmt: skip
 
 
 async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: Sequence[str]) -> dict[str, str]:
@@ -116,7 +56,7 @@ async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: S
     return {r["anonymous_id"]: r["user_id"] for r in rows}
 
 
-async def _upsert_links(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
+async def upsert_links(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
     earliest: dict[tuple[str, str], datetime] = {}
     for e in events:
         if e.anonymous_id and e.user_id:
@@ -163,15 +103,13 @@ async def count_ingest(
 
 
 async def bulk_ledgers(
-    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], ruleset: CompiledRuleset
+    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], orders: set[str]
 ) -> None:
-    """The dedupe ledgers and identity links of bulk-loaded events (see persons.bulk_load), by the
-    same rule as live ingestion: an order id is claimed by events the rules count as orders."""
+    """The dedupe ledgers and identity links of bulk-loaded events (see derivation.bulk_load)."""
     await conn.copy_records_to_table(
         "message_key", columns=["site_id", "message_id"], records=[(site_id, e.message_id) for e in events]
     )
-    orders = {e.order_id for e in events if e.order_id and _is_order(e, ruleset)}
     await conn.copy_records_to_table(
         "order_key", columns=["site_id", "order_id"], records=[(site_id, o) for o in orders]
     )
-    await _upsert_links(conn, site_id, events)
+    await upsert_links(conn, site_id, events)

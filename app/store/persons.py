@@ -1,20 +1,16 @@
-"""A person's derived facts and sessions: load their events, derive (app/domain/person.py), and write
-only what changed; new events are inserted with their facts in the same pass."""
+"""SQL for persons: their stored events and facts, sessions, person states. The derivation that
+decides what to write lives in app/derivation.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from app.domain.model import Event
-from app.domain.normalize import IncomingEvent, as_event
-from app.domain.person import EventFacts, PersonState, SessionFacts, derive_person_state, extend_person
-from app.domain.rules import CompiledRuleset
-from app.store.locks import lock_all, lock_key
-
-RulesetFor = Callable[[int | None], CompiledRuleset]
+from app.domain.normalize import IncomingEvent
+from app.domain.person import EventFacts, PersonState, SessionFacts
 
 _LOAD = """
 SELECT event_id, person_id, message_id, type, event_name, name, properties, path, url, referrer,
@@ -45,94 +41,31 @@ SESSION_COLUMNS = (
 )  # fmt: skip
 
 
-async def recompute_persons(
-    conn: asyncpg.Connection,
-    site_id: int,
-    person_ids: Sequence[str],
-    ruleset_for: RulesetFor,
-    arriving: Sequence[tuple[str, IncomingEvent]] = (),
-    full: frozenset[str] | None = None,
-) -> None:
-    """Derive these persons' facts with `arriving` events (inserted here). A person whose new events
-    all come after their stored ones is extended from its person_state; the others (and `full`, or
-    everyone when full is None and nothing arrives) are re-derived from all their stored events."""
-    new_ids = await _event_ids(conn, len(arriving))
-    incoming: dict[int, tuple[str, IncomingEvent]] = {}
-    new_by_person: dict[str, list[Event]] = {p: [] for p in person_ids}
-    for event_id, (person_id, event) in zip(new_ids, arriving, strict=True):
-        incoming[event_id] = (person_id, event)
-        new_by_person[person_id].append(_new_event(event, event_id))
-    states = await _load_states(conn, site_id, person_ids)
-    forced = full if full is not None else (frozenset(person_ids) if not arriving else frozenset())
-    out = _Pending(site_id, incoming)
-    slow = []
-    for person_id in person_ids:
-        state = states.get(person_id)
-        extended = None
-        if state is not None and person_id not in forced:
-            extended = extend_person(person_id, state, new_by_person[person_id], ruleset_for)
-        if extended is None:
-            slow.append(person_id)
-            continue
-        facts, parts, final = extended
-        out.add_facts(facts, {})
-        out.session_parts.extend((person_id, s) for s in parts)
-        out.states[person_id] = final
-    if slow:
-        await _derive_fully(conn, site_id, slow, new_by_person, ruleset_for, out)
-    await out.write(conn)
+async def load_person_rows(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> list[Any]:
+    """Every stored event of these persons, with the columns derivation needs and its stored facts."""
+    rows: list[Any] = await conn.fetch(_LOAD, site_id, list(person_ids))
+    return rows
 
 
-class _Pending:
-    """What one recompute writes: new events with facts, changed facts, sessions, person states."""
-
-    def __init__(self, site_id: int, incoming: dict[int, tuple[str, IncomingEvent]]) -> None:
-        self.site_id = site_id
-        self.incoming = incoming
-        self.inserts: list[tuple[Any, ...]] = []
-        self.changed: list[EventFacts] = []
-        self.session_parts: list[tuple[str, SessionFacts]] = []  # added to existing sessions
-        self.sessions: dict[str, tuple[str, SessionFacts]] = {}  # replace the persons' sessions
-        self.slow_persons: list[str] = []
-        self.states: dict[str, PersonState | None] = {}
-
-    def add_facts(self, facts: Sequence[EventFacts], stored: dict[int, asyncpg.Record]) -> None:
-        for f in facts:
-            if f.event_id in self.incoming:
-                self.inserts.append(_insert_row(self.site_id, f, *self.incoming[f.event_id]))
-            elif _fact_values(f) != tuple(stored[f.event_id][c] for c in FACT_COLUMNS):
-                self.changed.append(f)
-
-    async def write(self, conn: asyncpg.Connection) -> None:
-        if self.inserts:
-            await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=self.inserts)
-        if self.changed:
-            await _update_facts(conn, self.site_id, self.changed)
-        if self.slow_persons:
-            await _sync_sessions(conn, self.site_id, self.slow_persons, self.sessions)
-        if self.session_parts:
-            await _extend_sessions(conn, self.site_id, self.session_parts)
-        await _save_states(conn, self.site_id, self.states)
-
-
-async def _derive_fully(
-    conn: asyncpg.Connection, site_id: int, person_ids: list[str], new_by_person: dict[str, list[Event]],
-    ruleset_for: RulesetFor, out: _Pending,
+async def write_person_changes(
+    conn: asyncpg.Connection, site_id: int, *, inserts: Sequence[tuple[Any, ...]], changed: Sequence[EventFacts],
+    full_sessions: tuple[Sequence[str], dict[str, tuple[str, SessionFacts]]] | None,
+    session_parts: Sequence[tuple[str, SessionFacts]], states: dict[str, PersonState | None],
 ) -> None:  # fmt: skip
-    rows = await conn.fetch(_LOAD, site_id, person_ids)
-    stored = {r["event_id"]: r for r in rows}
-    by_person: dict[str, list[Event]] = {p: list(new_by_person.get(p, ())) for p in person_ids}
-    for row in rows:
-        by_person[row["person_id"]].append(_event(row))
-    out.slow_persons.extend(person_ids)
-    for person_id, events in by_person.items():
-        facts, sessions, state = derive_person_state(person_id, events, ruleset_for)
-        out.add_facts(facts, stored)
-        out.sessions.update((s.session_key, (person_id, s)) for s in sessions)
-        out.states[person_id] = state if events else None
+    """New events with their facts, changed facts, sessions (replaced for fully derived persons,
+    extended for appended ones) and person states, in the caller's transaction."""
+    if inserts:
+        await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=inserts)
+    if changed:
+        await _update_facts(conn, site_id, changed)
+    if full_sessions and full_sessions[0]:
+        await _sync_sessions(conn, site_id, *full_sessions)
+    if session_parts:
+        await _extend_sessions(conn, site_id, session_parts)
+    await _save_states(conn, site_id, states)
 
 
-async def _load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
+async def load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
     rows = await conn.fetch(
         f"SELECT person_id, {', '.join(STATE_COLUMNS)} FROM person_state WHERE site_id = $1 AND person_id = ANY($2)",
         site_id, list(person_ids),
@@ -177,14 +110,14 @@ async def _upsert(
     )  # fmt: skip
 
 
-async def _event_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+async def next_event_ids(conn: asyncpg.Connection, count: int) -> list[int]:
     if not count:
         return []
     rows = await conn.fetch("SELECT nextval('event_event_id_seq') AS id FROM generate_series(1, $1)", count)
     return [r["id"] for r in rows]
 
 
-def _event(row: asyncpg.Record) -> Event:
+def event_of_row(row: asyncpg.Record) -> Event:
     return Event(
         message_id=row["message_id"], type=row["type"], event_at=row["event_at"], event_name=row["event_name"],
         name=row["name"], properties=row["properties"], path=row["path"], url=row["url"],
@@ -192,11 +125,6 @@ def _event(row: asyncpg.Record) -> Event:
         session_hint=row["session_hint"], is_bot=row["is_bot"], event_id=row["event_id"],
         ruleset_version=row["ruleset_version"],
     )  # fmt: skip
-
-
-def _new_event(incoming: IncomingEvent, event_id: int) -> Event:
-    event = as_event(incoming)
-    return Event(**{**{f: getattr(event, f) for f in Event.__slots__}, "event_id": event_id})
 
 
 def _state_values(s: PersonState) -> tuple[Any, ...]:
@@ -207,23 +135,23 @@ def _session_values(s: SessionFacts) -> tuple[Any, ...]:
     return tuple(getattr(s, c) for c in SESSION_COLUMNS)
 
 
-def _fact_values(f: EventFacts) -> tuple[object, ...]:
+def fact_values(f: EventFacts) -> tuple[object, ...]:
     return (
         f.stage.value, f.goal, f.value, f.is_lead, f.is_order, f.is_first_event, f.is_first_order,
         f.is_repeat_order, f.session_key, f.nps_score, f.ruleset_version,
     )  # fmt: skip
 
 
-def _insert_row(site_id: int, f: EventFacts, person_id: str, e: IncomingEvent) -> tuple[Any, ...]:
+def event_row(site_id: int, f: EventFacts, person_id: str, e: IncomingEvent) -> tuple[Any, ...]:
     return (
         site_id, f.event_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, person_id,
         e.event_at, e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer,
-        e.campaign, e.channel, e.device, e.session_hint, e.is_bot, *_fact_values(f),
+        e.campaign, e.channel, e.device, e.session_hint, e.is_bot, *fact_values(f),
     )  # fmt: skip
 
 
 async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[EventFacts]) -> None:
-    columns = list(zip(*(_fact_values(f) for f in facts), strict=True))
+    columns = list(zip(*(fact_values(f) for f in facts), strict=True))
     params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(FACT_TYPES))
     sets = ", ".join(f"{c} = u.{c}" for c in FACT_COLUMNS)
     await conn.execute(
@@ -263,22 +191,15 @@ async def persons_between(conn: asyncpg.Connection, site_id: int, start: object,
     return [r["person_id"] for r in rows]
 
 
-async def reclassify_persons_between(
-    conn: asyncpg.Connection, site_id: int, start: object, end: object, ruleset_for: RulesetFor
-) -> int:
-    """Put the events of [start, end) under the current ruleset and re-derive their persons, in the
-    caller's transaction (one day per transaction: a KPI query never sees half a day)."""
-    persons = await persons_between(conn, site_id, start, end)
-    if not persons:
-        return 0
-    await lock_all(conn, (lock_key("p", site_id, p) for p in persons))
+async def set_ruleset_version(
+    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str], start: object, end: object, version: int
+) -> None:
+    """Put these persons' events of [start, end) under a ruleset version (reclassification)."""
     await conn.execute(
         """UPDATE event SET ruleset_version = $5
            WHERE site_id = $1 AND person_id = ANY($2::text[]) AND event_at >= $3 AND event_at < $4""",
-        site_id, persons, start, end, ruleset_for(None).version,
+        site_id, list(person_ids), start, end, version,
     )  # fmt: skip
-    await recompute_persons(conn, site_id, persons, ruleset_for)
-    return len(persons)
 
 
 async def load_person_events(
@@ -286,7 +207,7 @@ async def load_person_events(
 ) -> dict[str, list[Event]]:
     by_person: dict[str, list[Event]] = {}
     for row in await conn.fetch(_LOAD, site_id, list(person_ids)):
-        by_person.setdefault(row["person_id"], []).append(_event(row))
+        by_person.setdefault(row["person_id"], []).append(event_of_row(row))
     return by_person
 
 
@@ -297,23 +218,3 @@ async def stage_goal_counts(conn: asyncpg.Connection, site_id: int, start: objec
         site_id, start, end,
     )  # fmt: skip
     return rows
-
-
-async def bulk_load(
-    conn: asyncpg.Connection, site_id: int, visitors: Sequence[tuple[str, list[IncomingEvent]]],
-    ruleset_for: RulesetFor,
-) -> int:  # fmt: skip
-    """COPY whole visitors at once (demo data, imports): the same derivation as live ingestion, for
-    persons with no stored events yet. Returns the number of events written."""
-    ids = iter(await _event_ids(conn, sum(len(events) for _, events in visitors)))
-    out = _Pending(site_id, {})
-    for person_id, incoming in visitors:
-        numbered = {next(ids): e for e in incoming}
-        out.incoming.update((event_id, (person_id, e)) for event_id, e in numbered.items())
-        events = [_new_event(e, event_id) for event_id, e in numbered.items()]
-        facts, sessions, state = derive_person_state(person_id, events, ruleset_for)
-        out.add_facts(facts, {})
-        out.session_parts.extend((person_id, s) for s in sessions)
-        out.states[person_id] = state
-    await out.write(conn)
-    return len(out.inserts)
