@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app import metrics as app_metrics
 from app.api.deps import Pool
 from app.jsonresponse import JSONAnswer
+from app.store.database import ping
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("racetrack.health")
@@ -27,7 +28,7 @@ async def readyz(pool: Pool) -> JSONAnswer:
     try:
         async with asyncio.timeout(2):
             async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+                await ping(conn)
     except Exception:
         return JSONAnswer(
             {"code": "database_unavailable", "message": "database not reachable", "details": []},

@@ -96,3 +96,7 @@ async def wait_for_database(url: str, timeout: float = 30.0) -> None:
                 raise
             log.warning("database not reachable yet: %s", exc)
             await asyncio.sleep(0.5)
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    await conn.fetchval("SELECT 1")
