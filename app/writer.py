@@ -74,10 +74,6 @@ class Writer:
         finally:
             await writer.drain()
 
-    @property
-    def queue_depth(self) -> int:
-        return self._pending_events
-
     async def submit(
         self, site_id: int, events: Sequence[IncomingEvent], failures: Sequence[tuple[Rejection, str]] = ()
     ) -> Written:

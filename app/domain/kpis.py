@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -92,8 +92,6 @@ class Counts:
     nps_promoters: int = 0
     nps_detractors: int = 0
 
-
-COUNT_FIELDS = tuple(f.name for f in fields(Counts))
 
 # The RACE one-pager (/v1/report): which KPIs each stage shows, in this order.
 STAGE_KPIS: dict[str, tuple[str, ...]] = {

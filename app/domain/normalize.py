@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC as _UTC
 from datetime import datetime, timedelta
@@ -244,10 +244,6 @@ def _message_id(raw: Mapping[str, Any]) -> str:
         digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return f"rt-{digest[:32]}"
     return f"rt-{uuid.uuid4().hex}"
-
-
-def site_domains(domains: Iterable[str] | None) -> tuple[str, ...]:
-    return tuple(domains or ())
 
 
 def as_event(incoming: IncomingEvent) -> Event:

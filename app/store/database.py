@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import warnings
@@ -82,20 +81,6 @@ async def create_pool(url: str, min_size: int, max_size: int, **kwargs: Any) -> 
     return await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
     )
-
-
-async def wait_for_database(url: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
-            await conn.close()
-            return
-        except (OSError, asyncpg.PostgresError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("database not reachable yet: %s", exc)
-            await asyncio.sleep(0.5)
 
 
 async def ping(conn: asyncpg.Connection) -> None:
