@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.api.caching import conditional
-from app.api.deps import Conn, ReadSite
+from app.api.deps import Conn, Pool, ReadSite
 from app.api.params import (
     Breakdown,
     Format,
@@ -44,6 +44,7 @@ async def kpis(
     request: Request,
     site: ReadSite,
     conn: Conn,
+    pool: Pool,
     start: From,
     end: To,
     tz: Tz = None,
@@ -62,7 +63,7 @@ async def kpis(
         top = await kpi_queries.top_groups(conn, q, limit + 1)
         top = top[:limit] if len(top) > limit else []
         q = replace(q, top=tuple(top))
-    counts = await kpi_queries.kpi_counts(conn, q, periods)
+    counts = await kpi_queries.kpi_counts(pool, q, periods)
     groups = sorted({grp for _, grp in counts}, key=_group_order(top)) if breakdown else [""]
     rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in periods for grp in groups]
     planned: list[str] = []

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.caching import conditional
-from app.api.deps import Conn, ReadSite
+from app.api.deps import Conn, Pool, ReadSite
 from app.api.params import Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
 from app.domain.kpis import Counts, Granularity, buckets, kpis_of
 from app.domain.reports import (
@@ -251,7 +251,7 @@ KPI."""
 
 @router.get("/v1/report", summary="The RACE one-pager of a month", description=REPORT_DESCRIPTION)
 async def report(
-    request: Request, site: ReadSite, conn: Conn, month: Month, tz: Tz = None, format: Format = None
+    request: Request, site: ReadSite, conn: Conn, pool: Pool, month: Month, tz: Tz = None, format: Format = None
 ) -> Response:
     zone = zone_of(tz, site)
     try:
@@ -265,7 +265,7 @@ async def report(
     start, end = (datetime.combine(d, time(), tzinfo=zone) for d in (first_day, next_day))
     periods = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
     q = kpi_queries.Query(site.site_id, periods[0].start, end, zone.key, Granularity.MONTH, None)
-    counts = await kpi_queries.kpi_counts(conn, q, periods)
+    counts = await kpi_queries.kpi_counts(pool, q, periods)
     before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
     targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
     stages = report_stages(now, before, {kpi: value for (kpi, _), value in targets.items()})

@@ -5,6 +5,7 @@ Group and bucket expressions come from fixed whitelists, never from user text.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -154,47 +155,54 @@ WHERE f.first_at < b.bucket_end
 GROUP BY 1, 2"""
 
 
-async def kpi_counts(
-    conn: asyncpg.Connection, q: Query, bucket_list: Sequence[Bucket]
-) -> dict[tuple[datetime, str], Counts]:
-    """Counts per (aligned bucket start, group); group '' when there is no breakdown."""
+async def kpi_counts(pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket]) -> dict[tuple[datetime, str], Counts]:
+    """Counts per (aligned bucket start, group); group '' when there is no breakdown. The four
+    queries run at once, each on its own connection (PostgreSQL works them in parallel)."""
+    aligned = [b.aligned for b in bucket_list]
+    ends = [b.end for b in bucket_list]
+    events, sessions, active, to_date = await asyncio.gather(
+        _fetch(pool, _event_counts_sql(q), *q.params),
+        _fetch(pool, _session_counts_sql(q), *q.params),
+        _fetch(pool, _active_customers_sql(q), *q.params, aligned, ends, hash_joins=True),
+        _fetch(pool, _to_date_sql(q), *q.params),
+    )
     result: dict[tuple[datetime, str], Counts] = {}
 
     def slot(bucket: datetime, grp: str) -> Counts:
         return result.setdefault((bucket, grp), Counts())
 
-    params = q.params
-    for row in await conn.fetch(_event_counts_sql(q), *params):
+    for row in events:
         counts = slot(row["bucket"], row["grp"])
         for name, value in row.items():
             if name not in ("bucket", "grp"):
                 setattr(counts, name, value)
-    for row in await conn.fetch(_session_counts_sql(q), *params):
+    for row in sessions:
         counts = slot(row["bucket"], row["grp"])
         counts.sessions, counts.bounces, counts.session_seconds = (
             row["sessions"],
             row["bounces"],
             row["session_seconds"],
         )
-    aligned = [b.aligned for b in bucket_list]
-    ends = [b.end for b in bucket_list]
-    async with conn.transaction(readonly=True):
-        # With stale statistics (a freshly loaded table) the planner picks a nested loop over
-        # persons x customers here, quadratic in events; hash joins are right at every size.
-        await conn.execute("SET LOCAL enable_nestloop = off")
-        rows = await conn.fetch(_active_customers_sql(q), *params, aligned, ends)
-    for row in rows:
+    for row in active:
         slot(row["bucket"], row["grp"]).active_customers = row["active_customers"]
-    await _add_to_date(conn, q, params, aligned, slot)
+    _add_to_date(to_date, aligned, slot)
     return result
 
 
-async def _add_to_date(
-    conn: asyncpg.Connection, q: Query, params: tuple[Any, ...], aligned: list[datetime], slot: Any
-) -> None:
+async def _fetch(pool: asyncpg.Pool, sql: str, *params: Any, hash_joins: bool = False) -> list[Any]:
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        if hash_joins:
+            # With stale statistics (a freshly loaded table) the planner picks a nested loop over
+            # persons x customers for active customers, quadratic in events; hash joins suit every size.
+            await conn.execute("SET LOCAL enable_nestloop = off")
+        rows: list[Any] = await conn.fetch(sql, *params)
+        return rows
+
+
+def _add_to_date(rows: Sequence[Any], aligned: list[datetime], slot: Any) -> None:
     """customers_to_date and revenue_to_date: running sums over the buckets, from before the period on."""
     per_group: dict[str, dict[datetime | None, tuple[int, float]]] = {}
-    for row in await conn.fetch(_to_date_sql(q), *params):
+    for row in rows:
         customers, revenue = per_group.setdefault(row["grp"], {}).get(row["bucket"], (0, 0.0))
         per_group[row["grp"]][row["bucket"]] = (customers + row["customers"], revenue + row["revenue"])
     for grp, by_bucket in per_group.items():
