@@ -23,6 +23,7 @@ from app.store.database import create_pool, start_embedded
 from app.writer import Writer
 
 log = logging.getLogger("racetrack")
+WRITER_CONNECTIONS = 2  # one flush at a time, and one spare while a connection is replaced
 
 DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funnel (Reach, Act, Convert, Engage).
 
@@ -39,10 +40,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         url = settings.database_url or start_embedded(settings.data_dir)
         pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size)
+        # The writer has connections of its own: dashboards polling KPIs never make ingestion wait.
+        write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
         jobs = JobRunner(pool, rulesets)
         try:
-            async with Writer.running(pool, rulesets, settings) as writer:
+            async with Writer.running(write_pool, rulesets, settings) as writer:
                 await jobs.resume_unfinished()
                 yield {
                     "pool": pool,
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
         finally:
             await jobs.close()
+            await write_pool.close()
             await pool.close()
 
     app = FastAPI(
