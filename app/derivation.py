@@ -178,10 +178,15 @@ async def reclassify_between(
 ) -> int:
     """Put the events of [start, end) under the current ruleset and re-derive their persons, in the
     caller's transaction (one day per transaction: a KPI query never sees half a day)."""
-    persons = await person_store.persons_between(conn, site_id, start, end)
+    persons: list[str] = []
+    while True:  # a link committed meanwhile may have moved events to a person not yet locked
+        found = await person_store.persons_between(conn, site_id, start, end)
+        if set(found) <= set(persons):
+            break
+        persons = sorted(set(persons) | set(found))
+        await lock_all(conn, (lock_key("p", site_id, p) for p in persons))
     if not persons:
         return 0
-    await lock_all(conn, (lock_key("p", site_id, p) for p in persons))
     await person_store.set_ruleset_version(conn, site_id, persons, start, end, ruleset_for(None).version)
     await recompute_persons(conn, site_id, persons, ruleset_for)
     return len(persons)

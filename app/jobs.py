@@ -23,6 +23,7 @@ from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.jobs")
 MAX_JOBS_PER_PROCESS = 2  # each running job holds one pool connection
+DEADLOCK_ATTEMPTS = 3
 
 
 def _days(params: dict[str, Any]) -> list[tuple[datetime, datetime]]:
@@ -71,6 +72,22 @@ class JobRunner:
             finally:
                 await job_locks.unlock_job(conn, site_id, job_id)
 
+    async def _reclassify_day(
+        self, conn: asyncpg.Connection, site_id: int, job_id: int, index: int, day: tuple[datetime, datetime]
+    ) -> None:
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                async with conn.transaction():
+                    await prefer_index_lookups(conn)
+                    ruleset_for = await self._rulesets.resolver(conn, site_id)
+                    await derivation.reclassify_between(conn, site_id, *day, ruleset_for)
+                    await store.advance_job(conn, site_id, job_id, index + 1)
+                return
+            except asyncpg.DeadlockDetectedError:  # a writer took a person lock we wanted later
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                log.info("job %s: deadlock on day %s, retrying", job_id, index)
+
     async def _run_locked(self, conn: asyncpg.Connection, site_id: int, job_id: int) -> None:
         job = await store.get_job(conn, site_id, job_id)
         if job is None or job["status"] not in ("queued", "running"):
@@ -78,11 +95,7 @@ class JobRunner:
         try:
             days = _days(job["params"])
             for index in range(job["done"], len(days)):
-                async with conn.transaction():
-                    await prefer_index_lookups(conn)
-                    ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    await derivation.reclassify_between(conn, site_id, *days[index], ruleset_for)
-                    await store.advance_job(conn, site_id, job_id, index + 1)
+                await self._reclassify_day(conn, site_id, job_id, index, days[index])
             await store.finish_job(conn, site_id, job_id, "done")
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is resumed by the next process
