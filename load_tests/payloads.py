@@ -18,16 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app.demo import BOT_UA, UAS
+
 HOST = "https://shop.example.com"
-BROWSERS = {
-    "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/124.0 Safari/537.36",
-    "mobile": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.0 Mobile/15E148 Safari/604.1",
-    "tablet": "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/16.6 Mobile/15E148 Safari/604.1",
-}
-CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+BROWSERS = UAS  # the same browsers as the demo data
+CRAWLER = BOT_UA
 # (campaign, referrer): Direct, Organic Search, Organic Social, Referral, Paid Search, Email, Affiliates,
 # Display, Paid Social
 LANDINGS: list[tuple[dict[str, str], str | None]] = [

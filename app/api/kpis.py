@@ -20,10 +20,10 @@ from app.api.params import (
     Limit,
     To,
     Tz,
-    bucket_list,
     csv_answer,
     period_of,
     wants_csv,
+    window_of,
     zone_of,
 )
 from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
@@ -53,11 +53,9 @@ async def kpis(
     limit: Limit = None,
     format: Format = None,
 ) -> Response:
-    zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
-    periods = bucket_list(period, granularity, zone)
     assert breakdown is None or breakdown in BREAKDOWNS
-    q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, breakdown)
+    window = window_of(site, start, end, tz, granularity, breakdown)
+    zone, period, periods, q = window.zone, window.period, window.buckets, window.query
     top: list[str] = []
     if breakdown and limit:
         top = await kpi_queries.top_groups(conn, q, limit + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 
 from app.domain.kpis import Bucket, Granularity, buckets, parse_bound
 from app.errors import BadRequest
+from app.store import kpi_queries
 from app.store.sites import Site
 
 MAX_BUCKETS = 1100
@@ -118,3 +120,22 @@ def bucket_list(period: tuple[datetime, datetime], granularity: Granularity, zon
             [{"field": "granularity", "message": "too fine for this period"}],
         )
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A read endpoint's period resolved: time zone, bounds, calendar buckets, and the store query."""
+
+    zone: ZoneInfo
+    period: tuple[datetime, datetime]
+    buckets: list[Bucket]
+    query: kpi_queries.Query
+
+
+def window_of(
+    site: Site, start: str, end: str, tz: str | None, granularity: Granularity, breakdown: str | None = None
+) -> Window:
+    zone = zone_of(tz, site)
+    period = period_of(start, end, zone)
+    periods = bucket_list(period, granularity, zone)
+    return Window(zone, period, periods, kpi_queries.Query(site.site_id, *period, zone.key, granularity, breakdown))

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite
-from app.api.params import Format, From, To, Tz, bucket_list, csv_answer, period_of, wants_csv, zone_of
+from app.api.params import Format, From, To, Tz, csv_answer, period_of, wants_csv, window_of, zone_of
 from app.domain.kpis import Counts, Granularity, buckets, kpis_of
 from app.domain.reports import (
     anonymous_part,
@@ -73,11 +73,9 @@ async def goals(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
-    periods = bucket_list(period, granularity, zone)
-    q = kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
-    found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, q)}
+    window = window_of(site, start, end, tz, granularity)
+    zone, period, periods = window.zone, window.period, window.buckets
+    found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, window.query)}
     names = sorted({goal for _, goal in found})
     rows: list[dict[str, Any]] = []
     for b in periods:
@@ -171,12 +169,9 @@ async def quality(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
-    periods = bucket_list(period, granularity, zone)
-    found = await report_queries.quality_counts(
-        conn, kpi_queries.Query(site.site_id, *period, zone.key, granularity, None)
-    )
+    window = window_of(site, start, end, tz, granularity)
+    zone, period, periods = window.zone, window.period, window.buckets
+    found = await report_queries.quality_counts(conn, window.query)
     counters = {r["bucket"]: r for r in found["counters"]}
     events = {r["bucket"]: r for r in found["events"]}
     rows: list[dict[str, Any]] = []
