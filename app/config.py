@@ -25,3 +25,6 @@ class Settings(BaseSettings):
     retry_after_seconds: int = 5
     log_level: str = "info"
     access_log: bool = True
+    rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
+    rollup_interval: float = 1.0  # seconds between background rollup refreshes
+    rollup_inline_slots: int = 16  # a KPI read refreshes up to this many logged 15-minute slots itself

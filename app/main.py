@@ -18,6 +18,7 @@ from app.config import Settings
 from app.errors import add_error_handlers
 from app.jobs import JobRunner
 from app.jsonresponse import JSONAnswer
+from app.rollups import RollupRefresher
 from app.rulesets import RulesetCache
 from app.store.database import create_pool, start_embedded
 from app.writer import Writer
@@ -44,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
         jobs = JobRunner(pool, rulesets)
+        refresher = RollupRefresher(pool, settings.rollup_interval)
+        if settings.rollups:
+            refresher.start()
         try:
             async with Writer.running(write_pool, rulesets, settings) as writer:
                 await jobs.resume_unfinished()
@@ -57,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 }
         finally:
             await jobs.close()
+            await refresher.close()
             await write_pool.close()
             await pool.close()
 

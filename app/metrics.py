@@ -20,6 +20,10 @@ FLUSH_EVENTS = Histogram(
 QUEUE_DEPTH = Gauge("racetrack_writer_queue_events", "Events waiting for the writer", multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("racetrack_db_pool_in_use", "Database connections in use", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("racetrack_db_pool_size", "Database connections open", multiprocess_mode="livesum")
+ROLLUP_LAG = Gauge(
+    "racetrack_rollup_lag_seconds", "Age of the oldest write the rollups do not include yet", multiprocess_mode="max"
+)
+ROLLUP_REFRESH_SECONDS = Histogram("racetrack_rollup_refresh_seconds", "Duration of a rollup refresh that did work")
 REQUEST_SECONDS = Histogram("racetrack_request_seconds", "HTTP request latency by route", ["method", "route", "status"])
 
 

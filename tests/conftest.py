@@ -92,3 +92,14 @@ async def create_site(client: httpx.AsyncClient, timezone: str = "UTC", **extra:
 @pytest.fixture
 async def site(client: httpx.AsyncClient) -> dict[str, Any]:
     return await create_site(client)
+
+
+async def drain_rollups(database_url: str) -> None:
+    """Refresh every logged rollup slot now (what the background refresher does within a second)."""
+    from app.rollups import refresh_all
+
+    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
+    try:
+        await refresh_all(pool)
+    finally:
+        await pool.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -11,8 +10,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app import rollups
 from app.api.caching import conditional
-from app.api.deps import Conn, Pool, ReadSite
+from app.api.deps import Conn, Pool, ReadSite, SettingsDep
+from app.api.kpi_source import Source, kpi_counts, site_zone, use_rollups, with_source
 from app.api.params import (
     Breakdown,
     Format,
@@ -30,7 +31,7 @@ from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_o
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
-from app.store import kpi_queries, report_queries
+from app.store import report_queries
 from app.store import targets as targets_store
 from app.store.kpi_queries import BREAKDOWNS
 from app.store.sites import Site
@@ -45,6 +46,7 @@ async def kpis(
     site: ReadSite,
     conn: Conn,
     pool: Pool,
+    settings: SettingsDep,
     start: From,
     end: To,
     tz: Tz = None,
@@ -52,16 +54,12 @@ async def kpis(
     breakdown: Breakdown = None,
     limit: Limit = None,
     format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     assert breakdown is None or breakdown in BREAKDOWNS
     window = window_of(site, start, end, tz, granularity, breakdown)
     zone, period, periods, q = window.zone, window.period, window.buckets, window.query
-    top: list[str] = []
-    if breakdown and limit:
-        top = await kpi_queries.top_groups(conn, q, limit + 1)
-        top = top[:limit] if len(top) > limit else []
-        q = replace(q, top=tuple(top))
-    counts = await kpi_queries.kpi_counts(pool, q, periods)
+    counts, top, used = await kpi_counts(conn, pool, settings, site, q, periods, limit, source)
     groups = sorted({grp for _, grp in counts}, key=_group_order(top)) if breakdown else [""]
     rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in periods for grp in groups]
     planned: list[str] = []
@@ -70,7 +68,8 @@ async def kpis(
     if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
         plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment", "pacing")]
-        return conditional(request, csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv"))
+        csv = csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
+        return with_source(conditional(request, csv), used)
     answer = {
         "site": site.site_id,
         "from": period[0].isoformat(),
@@ -80,7 +79,7 @@ async def kpis(
         "breakdown": breakdown,
         "buckets": rows,
     }
-    return conditional(request, JSONAnswer(answer))
+    return with_source(conditional(request, JSONAnswer(answer)), used)
 
 
 def _group_order(top: list[str]) -> Any:
@@ -141,9 +140,11 @@ def _bucket_row(b: Bucket, grp: str, counts: dict[tuple[datetime, str], Any], gr
 
 FUNNEL_DESCRIPTION = """Without `steps`: the RACE funnel over the period. Per stage, `persons` with an event of
 that stage in [from, to) (reach: any event); `rate_from_previous` and `rate_from_top` against the
-previous stage and reach; `median_seconds_from_previous`: over persons with events of both stages in
-the period, the median of (their first event of this stage - their first event of the previous
-stage); it can be negative when many persons reach a stage before the previous one.
+previous stage and reach. With `medians=true`, each stage also carries `median_seconds_from_previous`:
+over persons with events of both stages in the period, the median of (their first event of this
+stage - their first event of the previous stage); it can be negative when many persons reach a stage
+before the previous one. Persons and rates come from the rollups; medians need every person's
+events, so they cost a scan of the period's events.
 
 With `steps`: an ordered goal funnel per person. Step 1 (the entry) is the person's first completion
 of the first goal in [from, to); the period bounds only the entry. Each later required step is the
@@ -162,6 +163,10 @@ Steps = Annotated[
         "(at most 10 steps; the first cannot be optional)",
         examples=["product_view,add_to_cart?,purchase"],
     ),
+]
+Medians = Annotated[
+    bool,
+    Query(description="Without steps: add each stage's median_seconds_from_previous (scans the period's events)"),
 ]
 Window = Annotated[
     str | None,
@@ -191,12 +196,15 @@ async def funnel(
     request: Request,
     site: ReadSite,
     conn: Conn,
+    settings: SettingsDep,
     start: From,
     end: To,
     tz: Tz = None,
     steps: Steps = None,
     window: Window = None,
+    medians: Medians = False,
     format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     zone = zone_of(tz, site)
     period = period_of(start, end, zone)
@@ -207,20 +215,36 @@ async def funnel(
         "tz": zone.key,
     }
     span = _parsed("window", window or DEFAULT_WINDOW, parse_window)  # checked even when unused
+    columns = ["persons", "rate_from_previous", "rate_from_top"]
+    used = "events"
     if steps is None:
-        found = await report_queries.stage_funnel(conn, site.site_id, *period)
-        rows = []
-        for step in funnel_steps([(stage, persons) for stage, (persons, _) in found.items()]):
-            stage = str(step.pop("label"))
-            rows.append({"stage": stage, **step, "median_seconds_from_previous": found[stage][1]})
-        columns = ["stage"]
+        rows, used = await _stage_funnel(conn, settings, site, period, medians, source)
+        columns = ["stage", *columns, *(["median_seconds_from_previous"] if medians else [])]
     else:
         goal_steps = _parsed("steps", steps, parse_steps)
         found_steps = await report_queries.ordered_funnel(conn, site.site_id, *period, goal_steps, span)
         rows = goal_funnel(goal_steps, found_steps)
         answer["window"], answer["window_seconds"] = window or DEFAULT_WINDOW, span.total_seconds()
-        columns = ["goal", "optional"]
+        columns = ["goal", "optional", *columns, "median_seconds_from_previous"]
     if wants_csv(request, format):
-        columns += ["persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]
-        return conditional(request, csv_answer(rows, columns, "funnel.csv"))
-    return conditional(request, JSONAnswer({**answer, "steps": rows}))
+        return with_source(conditional(request, csv_answer(rows, columns, "funnel.csv")), used)
+    return with_source(conditional(request, JSONAnswer({**answer, "steps": rows})), used)
+
+
+async def _stage_funnel(
+    conn: Any, settings: Any, site: Site, period: tuple[datetime, datetime], medians: bool, source: str
+) -> tuple[list[dict[str, Any]], str]:
+    persons: dict[str, int] | None = None
+    found: dict[str, tuple[int, float | None]] = {}
+    if not medians and await use_rollups(conn, settings, site, period[1], source):
+        persons = await rollups.funnel_persons(conn, site.site_id, site_zone(site), *period)
+    used = "rollups"
+    if persons is None:
+        used = "events"
+        found = await report_queries.stage_funnel(conn, site.site_id, *period)
+        persons = {stage: n for stage, (n, _) in found.items()}
+    rows = []
+    for step in funnel_steps(list(persons.items())):
+        stage = str(step.pop("label"))
+        rows.append({"stage": stage, **step} | ({"median_seconds_from_previous": found[stage][1]} if medians else {}))
+    return rows, used

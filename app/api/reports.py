@@ -11,7 +11,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app.api.caching import conditional
-from app.api.deps import Conn, Pool, ReadSite
+from app.api.deps import Conn, Pool, ReadSite, SettingsDep
+from app.api.kpi_source import kpi_counts
 from app.api.params import Format, From, To, Tz, csv_answer, period_of, wants_csv, window_of, zone_of
 from app.domain.kpis import Counts, Granularity, buckets, kpis_of
 from app.domain.reports import (
@@ -246,7 +247,14 @@ KPI."""
 
 @router.get("/v1/report", summary="The RACE one-pager of a month", description=REPORT_DESCRIPTION)
 async def report(
-    request: Request, site: ReadSite, conn: Conn, pool: Pool, month: Month, tz: Tz = None, format: Format = None
+    request: Request,
+    site: ReadSite,
+    conn: Conn,
+    pool: Pool,
+    settings: SettingsDep,
+    month: Month,
+    tz: Tz = None,
+    format: Format = None,
 ) -> Response:
     zone = zone_of(tz, site)
     try:
@@ -260,7 +268,7 @@ async def report(
     start, end = (datetime.combine(d, time(), tzinfo=zone) for d in (first_day, next_day))
     periods = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
     q = kpi_queries.Query(site.site_id, periods[0].start, end, zone.key, Granularity.MONTH, None)
-    counts = await kpi_queries.kpi_counts(pool, q, periods)
+    counts, _, _ = await kpi_counts(conn, pool, settings, site, q, periods, None)
     before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
     targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
     stages = report_stages(now, before, {kpi: value for (kpi, _), value in targets.items()})

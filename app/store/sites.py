@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from app.store.locks import lock_key
+
 
 @dataclass(frozen=True, slots=True)
 class Site:
@@ -39,6 +41,9 @@ TENANT_TABLES = (
     "job",
     "ingest_counter",
     "person_state",
+    "rollup",
+    "person_number",
+    "rollup_dirty",  # last: deleting events and sessions logs their slots
 )
 
 
@@ -105,6 +110,7 @@ async def delete_site(conn: asyncpg.Connection, site_id: int) -> bool:
     async with conn.transaction():
         if not await conn.fetchval("SELECT true FROM site WHERE site_id = $1 FOR UPDATE", site_id):
             return False
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("rollup", site_id, ""))  # no refresh meanwhile
         for table in TENANT_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE site_id = $1", site_id)
         status = await conn.execute("DELETE FROM site WHERE site_id = $1", site_id)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from app.demo import generate_messages
-from tests.conftest import create_site
+from tests.conftest import create_site, drain_rollups
 from tests.oracle import KPI_NAMES, Oracle, parse_ts
 
 START = datetime(2026, 2, 9, tzinfo=UTC)  # data: 2026-02-09 .. 2026-04-05 (UTC)
@@ -232,9 +232,18 @@ def _same(name: str, expected: Any, got: Any) -> bool:
     return math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def _compare_kpis(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
+def _answered(label: str, answer: httpx.Response) -> list[str]:
     if answer.status_code != 200:
         return [f"{label}: HTTP {answer.status_code} {answer.text[:300]}"]
+    wanted = answer.request.url.params.get("source", "rollups")
+    if answer.headers["x-racetrack-source"] != wanted:
+        return [f"{label}: answered from {answer.headers['x-racetrack-source']}, not {wanted}"]
+    return []
+
+
+def _compare_kpis(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
+    if failed := _answered(label, answer):
+        return failed
     got_rows = answer.json()["buckets"]
     problems: list[str] = []
 
@@ -263,8 +272,8 @@ def _compare_kpis(label: str, expected: list[dict[str, Any]], answer: httpx.Resp
 
 
 def _compare_funnel(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
-    if answer.status_code != 200:
-        return [f"{label}: HTTP {answer.status_code} {answer.text[:300]}"]
+    if failed := _answered(label, answer):
+        return failed
     steps = answer.json()["steps"]
     if [s["stage"] for s in steps] != [s["stage"] for s in expected]:
         return [f"{label}: stages {[s['stage'] for s in steps]}"]
@@ -324,10 +333,13 @@ def _assert_oracle_reads_edge_cases_as_meant(oracle: Oracle) -> None:
     assert by_id["edge-misc-2"].stage == "act" and by_id["edge-misc-3"].lead and by_id["edge-misc-4"].stage == "none"
 
 
-async def _check_all(client: httpx.AsyncClient, read_key: str, oracle: Oracle, quick: bool = False) -> list[str]:
+async def _check_all(
+    client: httpx.AsyncClient, read_key: str, oracle: Oracle, quick: bool = False, source: str = "rollups"
+) -> list[str]:
+    """Every answer against the oracle; each must come from `source` (rollups or events)."""
     headers = {"Authorization": f"Bearer {read_key}"}
     problems: list[str] = []
-    period = {"from": FROM.isoformat(), "to": TO.isoformat()}
+    period = {"from": FROM.isoformat(), "to": TO.isoformat(), "source": source}
     zones = ZONES[:2] if quick else ZONES
     grans = ("week", "total") if quick else GRANULARITIES
     for tz in zones:
@@ -340,18 +352,18 @@ async def _check_all(client: httpx.AsyncClient, read_key: str, oracle: Oracle, q
         params = {**period, "granularity": gran, "tz": tz, "breakdown": "channel"}
         answer = await client.get("/v1/kpis", params=params, headers=headers)
         problems += _compare_kpis(f"{tz}/{gran}/channel", oracle.kpis(FROM, TO, gran, tz, breakdown=True), answer)
-    problems += await _check_limit(client, headers, oracle)
+    problems += await _check_limit(client, headers, oracle, source)
     return problems
 
 
-async def _check_limit(client: httpx.AsyncClient, headers: dict[str, str], oracle: Oracle) -> list[str]:
+async def _check_limit(client: httpx.AsyncClient, headers: dict[str, str], oracle: Oracle, source: str) -> list[str]:
     """breakdown with limit=3: the 3 channels with most sessions in the period, the rest as '(other)'."""
     start = datetime.combine(FROM, datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(TO, datetime.min.time(), tzinfo=UTC)
     sessions = Counter(s.channel for s in oracle.sessions if start <= s.start < end)
     top = [c for c, _ in sorted(sessions.items(), key=lambda item: (-item[1], item[0]))[:3]]
     params = {"from": FROM.isoformat(), "to": TO.isoformat(), "granularity": "week", "tz": "UTC",
-              "breakdown": "channel", "limit": 3}  # fmt: skip
+              "breakdown": "channel", "limit": 3, "source": source}  # fmt: skip
     answer = await client.get("/v1/kpis", params=params, headers=headers)
     oracle.merge = lambda channel: channel if channel in top else "(other)"  # type: ignore[method-assign]
     try:
@@ -369,18 +381,21 @@ def _report(problems: list[str]) -> str:
     return f"{len(problems)} mismatches against the oracle:\n{shown}{more}"
 
 
-async def test_kpis_and_funnel_match_the_oracle(client: httpx.AsyncClient) -> None:
+async def test_kpis_and_funnel_match_the_oracle(client: httpx.AsyncClient, database_url: str) -> None:
+    """From the events, and from the rollups (whose site-local days are not UTC days here)."""
     messages = generate_messages(PERSONS, DAYS, START, SEED) + _edge_messages()
     oracle = Oracle(messages)
     _assert_data_exercises_everything(oracle)
     _assert_oracle_reads_edge_cases_as_meant(oracle)
-    site = await create_site(client, timezone="UTC")
+    site = await create_site(client, timezone="America/St_Johns")
     await _ingest(client, site, messages)
-    problems = await _check_all(client, site["read_key"], oracle)
+    problems = await _check_all(client, site["read_key"], oracle, source="events")
+    await drain_rollups(database_url)
+    problems += await _check_all(client, site["read_key"], oracle, source="rollups")
     assert not problems, _report(problems)
 
 
-async def test_arrival_order_does_not_change_the_kpis(client: httpx.AsyncClient) -> None:
+async def test_arrival_order_does_not_change_the_kpis(client: httpx.AsyncClient, database_url: str) -> None:
     """DESIGN §3: every KPI is a function of the set of stored events, whatever order they arrived in."""
     messages = generate_messages(PERSONS, DAYS, START, SEED) + _edge_messages()
     oracle = Oracle(messages)
@@ -388,5 +403,6 @@ async def test_arrival_order_does_not_change_the_kpis(client: httpx.AsyncClient)
     random.Random(5).shuffle(shuffled)
     site = await create_site(client, timezone="UTC")
     await _ingest(client, site, shuffled)
+    await drain_rollups(database_url)
     problems = await _check_all(client, site["read_key"], oracle, quick=True)
     assert not problems, _report(problems)

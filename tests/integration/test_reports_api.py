@@ -239,7 +239,9 @@ async def test_goal_funnel_period_bounds_the_entry_only(client: httpx.AsyncClien
 
 
 async def test_race_funnel_keeps_its_answer_and_adds_medians(client: httpx.AsyncClient, shop: dict[str, Any]) -> None:
-    body = await get(client, shop, "/v1/funnel", **MARCH)
+    plain = await get(client, shop, "/v1/funnel", **MARCH)
+    assert [set(s) for s in plain["steps"]] == [{"stage", "persons", "rate_from_previous", "rate_from_top"}] * 4
+    body = await get(client, shop, "/v1/funnel", **MARCH, medians="true")
     assert set(body) == {"site", "from", "to", "tz", "steps"}
     got = [
         (s["stage"], s["persons"], s["rate_from_previous"], s["rate_from_top"], s["median_seconds_from_previous"])
@@ -254,7 +256,8 @@ async def test_race_funnel_keeps_its_answer_and_adds_medians(client: httpx.Async
         ("convert", 3, 0.75, 0.75, 82500.0),
         ("engage", 2, 2 / 3, 0.5, 862800.0),
     ]
-    rows = await get_csv(client, shop, "/v1/funnel", **MARCH)
+    assert [s["persons"] for s in plain["steps"]] == [4, 4, 3, 2]
+    rows = await get_csv(client, shop, "/v1/funnel", **MARCH, medians="true")
     assert list(rows[0]) == ["stage", "persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]
     assert rows[0]["median_seconds_from_previous"] == ""
 

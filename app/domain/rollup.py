@@ -1,0 +1,248 @@
+"""Rollups (DESIGN §7): counters and exact person sets per slot, merged into any bucket. Pure: no I/O.
+
+A rollup row holds, for one slot and breakdown group, the additive counters of the KPIs and the
+sets of person numbers (compressed bitmaps) behind the distinct counts. Slots come in three
+levels: 15-minute slots (every IANA offset is a multiple of 15 minutes), UTC hours, and the site's
+local days. A bucket [start, end) whose ends are on 15-minute boundaries is the disjoint union of
+the largest slots that fit in it, so merging their rows gives the bucket's exact counts, distinct
+persons included (a union of sets, not a sum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from pyroaring import BitMap
+
+from app.domain.kpis import Bucket, Counts
+
+QUARTER, HOUR, DAY = "q", "h", "d"
+QUARTER_SPAN = timedelta(minutes=15)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+EVENT_COUNTERS = (
+    "new_visitors", "pageviews", "act_events", "leads", "orders", "revenue", "new_customers",
+    "offline_orders", "offline_revenue", "engage_events", "repeat_orders", "nps_responses",
+    "nps_promoters", "nps_detractors",
+)  # fmt: skip
+SESSION_COUNTERS = ("sessions", "bounces", "session_seconds")  # in the slot where the session starts
+COUNTERS = EVENT_COUNTERS + SESSION_COUNTERS
+PERSON_SETS = (
+    "visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons", "convert_persons",
+    "engage_persons",
+)  # fmt: skip
+KPI_SETS = ("visitors", "lead_persons", "order_persons", "repeat_customers")
+FUNNEL_SETS = ("visitors", "act_persons", "convert_persons", "engage_persons")
+
+
+@dataclass(slots=True)
+class Rollup:
+    """Counters and person sets of one slot (or of merged slots) and one group."""
+
+    counters: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    sets: dict[str, BitMap] = field(default_factory=dict)
+
+    def add(self, other: Rollup) -> None:
+        for name, value in other.counters.items():
+            self.counters[name] += value
+        for name, persons in other.sets.items():
+            mine = self.sets.get(name)
+            if mine is None:
+                self.sets[name] = BitMap(persons)
+            else:
+                mine |= persons
+
+    def persons(self, name: str) -> BitMap:
+        return self.sets.get(name) or BitMap()
+
+    def is_empty(self) -> bool:
+        return not any(self.counters.values()) and not any(self.sets.values())
+
+
+def merged(rollups: Iterable[Rollup]) -> Rollup:
+    total = Rollup()
+    for r in rollups:
+        total.add(r)
+    return total
+
+
+# --- slots -------------------------------------------------------------------------------------
+
+
+def quarter_of(moment: datetime) -> datetime:
+    return moment - (moment - _EPOCH) % QUARTER_SPAN
+
+
+def on_quarter(moment: datetime) -> bool:
+    return (moment - _EPOCH) % QUARTER_SPAN == timedelta(0)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment - (moment - _EPOCH) % timedelta(hours=1)
+
+
+def local_day(moment: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The site-local day holding moment, as UTC instants [start, end)."""
+    day = moment.astimezone(zone).date()
+    start = datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+    return start, end
+
+
+Unit = tuple[str, datetime]  # (level, slot start in UTC)
+
+
+def cover(start: datetime, end: datetime, zone: ZoneInfo, levels: str = DAY + HOUR + QUARTER) -> list[Unit]:
+    """The largest slots (site-local days, UTC hours, quarters) that tile [start, end); both ends
+    must be on quarter boundaries."""
+    assert on_quarter(start) and on_quarter(end), (start, end)
+    units: list[Unit] = []
+    at = start.astimezone(UTC)
+    end = end.astimezone(UTC)
+    while at < end:
+        if DAY in levels:
+            day_start, day_end = local_day(at, zone)
+            if day_start == at and day_end <= end and on_quarter(day_end):
+                units.append((DAY, at))
+                at = day_end
+                continue
+        if HOUR in levels and hour_of(at) == at and at + timedelta(hours=1) <= end:
+            units.append((HOUR, at))
+            at += timedelta(hours=1)
+            continue
+        units.append((QUARTER, at))
+        at += QUARTER_SPAN
+    return units
+
+
+def parents(quarters: Iterable[datetime], zone: ZoneInfo) -> tuple[set[datetime], set[tuple[datetime, datetime]]]:
+    """The hours and local days whose rows a change of these quarters makes stale."""
+    hours = {hour_of(q) for q in quarters}
+    days = {local_day(q, zone) for q in quarters}
+    return hours, {d for d in days if on_quarter(d[0]) and on_quarter(d[1])}
+
+
+# --- answers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one KPI answer reads: each bucket's units, and the units before the period (for the
+    'to date' figures)."""
+
+    buckets: list[tuple[Bucket, list[Unit]]]
+    before: list[Unit]
+
+    @property
+    def units(self) -> set[Unit]:
+        return {u for _, units in self.buckets for u in units} | set(self.before)
+
+
+def plan(bucket_list: Sequence[Bucket], zone: ZoneInfo, first_slot: datetime | None) -> Plan | None:
+    """None when a bucket edge is not on a quarter boundary (the caller computes from events)."""
+    if not all(on_quarter(b.start) and on_quarter(b.end) for b in bucket_list):
+        return None
+    start = bucket_list[0].start
+    before = cover(first_slot, start, zone) if first_slot is not None and first_slot < start else []
+    return Plan([(b, cover(b.start, b.end, zone)) for b in bucket_list], before)
+
+
+Rows = dict[Unit, dict[str, Rollup]]  # unit -> group -> rollup
+
+
+def top_groups(rows: Rows, p: Plan, limit: int) -> list[str]:
+    """The groups with the most sessions starting in the period, most first (ties by name)."""
+    sessions: dict[str, float] = {}
+    for _, units in p.buckets:
+        for unit in units:
+            for grp, r in rows.get(unit, {}).items():
+                sessions[grp] = sessions.get(grp, 0) + r.counters["sessions"]
+    ranked = sorted((g for g, n in sessions.items() if n > 0), key=lambda g: (-sessions[g], g))
+    return ranked[:limit]
+
+
+def kpi_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dict[tuple[datetime, str], Counts]:
+    """Counts per (aligned bucket start, group), the same as computed from the events. `rename`
+    folds groups together (the '(other)' group of a limited breakdown)."""
+
+    def grouped(unit: Unit) -> dict[str, Rollup]:
+        out: dict[str, Rollup] = {}
+        for grp, r in rows.get(unit, {}).items():
+            out.setdefault(rename.get(grp, grp) if rename else grp, Rollup()).add(r)
+        return out
+
+    to_date: dict[str, Rollup] = {}  # per group: orders, revenue and customers before the bucket's end
+    for unit in p.before:
+        for grp, r in grouped(unit).items():
+            if r.counters["orders"]:
+                to_date.setdefault(grp, Rollup()).add(_orders_only(r))
+    per_bucket: list[tuple[Bucket, dict[str, Rollup]]] = []
+    groups = set(to_date)
+    for bucket, units in p.buckets:
+        by_group: dict[str, Rollup] = {}
+        for unit in units:
+            for grp, r in grouped(unit).items():
+                by_group.setdefault(grp, Rollup()).add(r)
+        per_bucket.append((bucket, by_group))
+        groups |= set(by_group)
+    result: dict[tuple[datetime, str], Counts] = {}
+    for bucket, by_group in per_bucket:
+        for grp in groups:
+            found = by_group.get(grp, Rollup())
+            history = to_date.setdefault(grp, Rollup())
+            history.add(_orders_only(found))
+            result[(bucket.aligned, grp)] = _counts(found, history)
+    return result
+
+
+def _orders_only(r: Rollup) -> Rollup:
+    out = Rollup()
+    out.counters["revenue"] = r.counters["revenue"]
+    out.sets["order_persons"] = r.persons("order_persons")
+    return out
+
+
+def _counts(r: Rollup, history: Rollup) -> Counts:
+    c = r.counters
+    customers = history.persons("order_persons")
+    visitors = r.persons("visitors")
+    return Counts(
+        visitors=len(visitors),
+        new_visitors=int(c["new_visitors"]),
+        sessions=int(c["sessions"]),
+        pageviews=int(c["pageviews"]),
+        bounces=int(c["bounces"]),
+        session_seconds=float(c["session_seconds"]),
+        act_events=int(c["act_events"]),
+        leads=int(c["leads"]),
+        lead_persons=len(r.persons("lead_persons")),
+        orders=int(c["orders"]),
+        revenue=float(c["revenue"]),
+        new_customers=int(c["new_customers"]),
+        order_persons=len(r.persons("order_persons")),
+        offline_orders=int(c["offline_orders"]),
+        offline_revenue=float(c["offline_revenue"]),
+        engage_events=int(c["engage_events"]),
+        repeat_orders=int(c["repeat_orders"]),
+        repeat_customers=len(r.persons("repeat_customers")),
+        customers_to_date=len(customers),
+        active_customers=visitors.intersection_cardinality(customers),
+        revenue_to_date=float(history.counters["revenue"]),
+        nps_responses=int(c["nps_responses"]),
+        nps_promoters=int(c["nps_promoters"]),
+        nps_detractors=int(c["nps_detractors"]),
+    )
+
+
+def funnel_persons(rows: Rows, units: Iterable[Unit]) -> dict[str, int]:
+    """Persons with an event of each RACE stage over the units (reach: any event)."""
+    total = merged(r for unit in units for r in rows.get(unit, {}).values())
+    return {
+        "reach": len(total.persons("visitors")),
+        "act": len(total.persons("act_persons")),
+        "convert": len(total.persons("convert_persons")),
+        "engage": len(total.persons("engage_persons")),
+    }
