@@ -1,4 +1,4 @@
-"""racetrack serve | migrate | create-site | demo | rules validate"""
+"""racetrack serve | migrate | create-site | demo | rules validate | rollups rebuild"""
 
 from __future__ import annotations
 
@@ -115,7 +115,57 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
+    summary["rollups"] = asyncio.run(_rebuild_rollups(url, None, None, None))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+async def _rebuild_rollups(url: str, site_id: int | None, start: Any, end: Any) -> dict[str, Any]:
+    """Log every slot of [start, end) (default: all time) of the site (default: every site) as
+    dirty, then refresh until none is left."""
+    import time
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from app import rollups
+    from app.store.database import asyncpg_dsn
+
+    started = time.perf_counter()
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            sites = [site_id] if site_id else [r["site_id"] for r in await conn.fetch("SELECT site_id FROM site")]
+        marked = 0
+        for site in sites:
+            marked += await rollups.mark_and_refresh(
+                pool, site, start or datetime(1970, 1, 1, tzinfo=UTC), end or datetime(9999, 1, 1, tzinfo=UTC)
+            )
+    finally:
+        await pool.close()
+    return {"sites": len(sites), "slots": marked, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from app.domain.kpis import parse_bound
+    from app.domain.rollup import QUARTER_SPAN, quarter_of
+    from app.store.database import migrate
+
+    try:
+        start = quarter_of(parse_bound(args.start, ZoneInfo("UTC"))) if args.start else None
+        end = parse_bound(args.end, ZoneInfo("UTC")) if args.end else None
+    except ValueError as exc:
+        print(f"racetrack: --from/--to must be YYYY-MM-DD or ISO timestamps ({exc})", file=sys.stderr)
+        return 2
+    if end is not None and quarter_of(end) != end:
+        end = quarter_of(end) + QUARTER_SPAN
+    url = _database_url(settings)
+    migrate(url)
+    done = asyncio.run(_rebuild_rollups(url, args.site, start and start.astimezone(UTC), end))
+    print(orjson.dumps(done, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -160,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = rules.add_parser("validate", help="check a YAML ruleset")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_rules_validate)
+    rollups = sub.add_parser("rollups", help="KPI rollups").add_subparsers(dest="rollups_command", required=True)
+    rebuild = rollups.add_parser("rebuild", help="recompute rollups from the stored events")
+    rebuild.add_argument("--site", type=int, help="one site id (default: every site)")
+    rebuild.add_argument("--from", dest="start", help="YYYY-MM-DD or ISO timestamp, UTC (default: the beginning)")
+    rebuild.add_argument("--to", dest="end", help="exclusive (default: the end)")
+    rebuild.set_defaults(func=cmd_rollups_rebuild)
     return parser
 
 

@@ -96,25 +96,37 @@ Unit = tuple[str, datetime]  # (level, slot start in UTC)
 
 
 def cover(start: datetime, end: datetime, zone: ZoneInfo, levels: str = DAY + HOUR + QUARTER) -> list[Unit]:
-    """The largest slots (site-local days, UTC hours, quarters) that tile [start, end); both ends
-    must be on quarter boundaries."""
+    """The largest slots (site-local days, then UTC hours, then quarters) that tile [start, end);
+    both ends must be on quarter boundaries."""
     assert on_quarter(start) and on_quarter(end), (start, end)
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    days: list[tuple[datetime, datetime]] = []
+    if DAY in levels:
+        day = local_day(start, zone)
+        if day[0] < start:
+            day = local_day(day[1], zone)
+        while day[1] <= end and on_quarter(day[0]) and on_quarter(day[1]):
+            days.append(day)
+            day = local_day(day[1], zone)
     units: list[Unit] = []
-    at = start.astimezone(UTC)
-    end = end.astimezone(UTC)
+    at = start
+    for day_start, day_end in days:
+        units += _hours_and_quarters(at, day_start, levels)
+        units.append((DAY, day_start))
+        at = day_end
+    return units + _hours_and_quarters(at, end, levels)
+
+
+def _hours_and_quarters(start: datetime, end: datetime, levels: str) -> list[Unit]:
+    units: list[Unit] = []
+    at = start
     while at < end:
-        if DAY in levels:
-            day_start, day_end = local_day(at, zone)
-            if day_start == at and day_end <= end and on_quarter(day_end):
-                units.append((DAY, at))
-                at = day_end
-                continue
         if HOUR in levels and hour_of(at) == at and at + timedelta(hours=1) <= end:
             units.append((HOUR, at))
             at += timedelta(hours=1)
-            continue
-        units.append((QUARTER, at))
-        at += QUARTER_SPAN
+        else:
+            units.append((QUARTER, at))
+            at += QUARTER_SPAN
     return units
 
 
