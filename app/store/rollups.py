@@ -25,8 +25,14 @@ COLUMNS = ("site_id", "dim", "level", "slot", "grp", *COUNTERS, *PERSON_SETS)
 
 
 async def lock_site(conn: asyncpg.Connection, site_id: int) -> None:
-    """One refresher per site at a time (transaction-scoped)."""
+    """One refresher per site at a time (transaction-scoped). Its statements read a few slots by
+    index, and look each event's session and person up by key: with statistics that lag growing
+    tables the planner would hash whole tables (measured: 7 s instead of 0.3 s for a day of 100k
+    events) or compile with JIT."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("rollup", site_id, ""))
+    for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "jit"):
+        await conn.execute(f"SET LOCAL {setting} = off")
+    await conn.execute("SET LOCAL work_mem = '64MB'")  # sorting a day of events x dimensions in memory
 
 
 async def dirty_sites(conn: asyncpg.Connection) -> list[int]:
@@ -74,19 +80,27 @@ async def mark_dirty(conn: asyncpg.Connection, site_id: int, start: datetime, en
     return int(status.split()[-1])
 
 
+# One index range scan per slot: OFFSET 0 keeps the planner from flattening the subquery into a
+# join on a range condition, which it plans as a scan of every event of the site.
+_EVENTS_OF_SLOT = """SELECT * FROM event e
+    WHERE e.site_id = $1 AND NOT e.is_bot AND e.event_at >= q.slot AND e.event_at < q.slot + interval '15 minutes'
+    OFFSET 0"""
+_SESSIONS_OF_SLOT = """SELECT * FROM session s
+    WHERE s.site_id = $1 AND s.started_at >= q.slot AND s.started_at < q.slot + interval '15 minutes'
+    OFFSET 0"""
+
+
 async def number_persons(conn: asyncpg.Connection, site_id: int, slots: Sequence[datetime]) -> None:
     """Give every person with an event in these slots a dense per-site number (first seen, first
     numbered), for the bitmaps. Runs under the site's rollup lock: one numberer per site."""
     await conn.execute(
-        """INSERT INTO person_number (site_id, person_id, number)
+        f"""INSERT INTO person_number (site_id, person_id, number)
             SELECT $1, p.person_id,
                    (SELECT COALESCE(max(number), 0) FROM person_number WHERE site_id = $1)
                    + row_number() OVER (ORDER BY p.first_at, p.person_id)
             FROM (SELECT e.person_id, min(e.event_at) AS first_at
-                  FROM event e JOIN unnest($2::timestamptz[]) AS q(slot)
-                    ON e.event_at >= q.slot AND e.event_at < q.slot + interval '15 minutes'
-                  WHERE e.site_id = $1 AND NOT e.is_bot
-                    AND NOT EXISTS (SELECT 1 FROM person_number n WHERE n.site_id = $1 AND n.person_id = e.person_id)
+                  FROM unnest($2::timestamptz[]) AS q(slot), LATERAL ({_EVENTS_OF_SLOT}) e
+                  WHERE NOT EXISTS (SELECT 1 FROM person_number n WHERE n.site_id = $1 AND n.person_id = e.person_id)
                   GROUP BY e.person_id) p""",
         site_id, list(slots),
     )  # fmt: skip
@@ -108,19 +122,19 @@ SELECT {SLOT.format(col="e.event_at")} AS slot, d.dim, d.grp,
   count(e.nps_score) FILTER (WHERE e.goal = 'nps') AS nps_responses,
   count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score >= 9) AS nps_promoters,
   count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score <= 6) AS nps_detractors,
-  array_agg(DISTINCT n.number) AS visitors,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.is_lead) AS lead_persons,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.is_order) AS order_persons,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.stage = 'act') AS act_persons,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.stage = 'convert') AS convert_persons,
-  array_agg(DISTINCT n.number) FILTER (WHERE e.stage = 'engage') AS engage_persons
-FROM event e
-JOIN unnest($2::timestamptz[]) AS q(slot) ON e.event_at >= q.slot AND e.event_at < q.slot + interval '15 minutes'
+  array_agg(n.number) AS visitors,
+  array_agg(n.number) FILTER (WHERE e.is_lead) AS lead_persons,
+  array_agg(n.number) FILTER (WHERE e.is_order) AS order_persons,
+  array_agg(n.number) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
+  array_agg(n.number) FILTER (WHERE e.stage = 'act') AS act_persons,
+  array_agg(n.number) FILTER (WHERE e.stage = 'convert') AS convert_persons,
+  array_agg(n.number) FILTER (WHERE e.stage = 'engage') AS engage_persons
+FROM unnest($2::timestamptz[]) AS q(slot)
+CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e
 JOIN person_number n ON n.site_id = e.site_id AND n.person_id = e.person_id
 LEFT JOIN session s ON s.site_id = e.site_id AND s.session_key = e.session_key
 CROSS JOIN LATERAL (VALUES {_DIM_VALUES}) AS d(dim, grp)
-WHERE e.site_id = $1 AND NOT e.is_bot AND d.grp IS NOT NULL
+WHERE d.grp IS NOT NULL
 GROUP BY 1, 2, 3"""
 
 _SESSION_SQL = f"""
@@ -128,10 +142,9 @@ SELECT {SLOT.format(col="s.started_at")} AS slot, d.dim, d.grp,
   count(*) AS sessions,
   count(*) FILTER (WHERE s.is_bounce) AS bounces,
   COALESCE(sum(extract(epoch FROM s.ended_at - s.started_at)), 0)::float8 AS session_seconds
-FROM session s
-JOIN unnest($2::timestamptz[]) AS q(slot) ON s.started_at >= q.slot AND s.started_at < q.slot + interval '15 minutes'
+FROM unnest($2::timestamptz[]) AS q(slot)
+CROSS JOIN LATERAL ({_SESSIONS_OF_SLOT}) s
 CROSS JOIN LATERAL (VALUES {_DIM_VALUES}) AS d(dim, grp)
-WHERE s.site_id = $1
 GROUP BY 1, 2, 3"""
 
 
