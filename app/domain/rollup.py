@@ -63,9 +63,18 @@ class Rollup:
 
 
 def merged(rollups: Iterable[Rollup]) -> Rollup:
+    """One rollup of many: counters added, person sets unioned in one pass each. The result may
+    share a set with an input when only one input has it: treat it as read-only."""
+    parts = list(rollups)
+    if len(parts) == 1:
+        return parts[0]
     total = Rollup()
-    for r in rollups:
-        total.add(r)
+    for r in parts:
+        for name, value in r.counters.items():
+            total.counters[name] += value
+    for name in {name for r in parts for name in r.sets}:
+        found = [r.sets[name] for r in parts if name in r.sets]
+        total.sets[name] = found[0] if len(found) == 1 else BitMap.union(*found)
     return total
 
 
@@ -180,40 +189,38 @@ def kpi_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dic
     """Counts per (aligned bucket start, group), the same as computed from the events. `rename`
     folds groups together (the '(other)' group of a limited breakdown)."""
 
-    def grouped(unit: Unit) -> dict[str, Rollup]:
-        out: dict[str, Rollup] = {}
-        for grp, r in rows.get(unit, {}).items():
-            out.setdefault(rename.get(grp, grp) if rename else grp, Rollup()).add(r)
-        return out
-
-    to_date: dict[str, Rollup] = {}  # per group: orders, revenue and customers before the bucket's end
-    for unit in p.before:
-        for grp, r in grouped(unit).items():
-            if r.counters["orders"]:
-                to_date.setdefault(grp, Rollup()).add(_orders_only(r))
-    per_bucket: list[tuple[Bucket, dict[str, Rollup]]] = []
-    groups = set(to_date)
-    for bucket, units in p.buckets:
-        by_group: dict[str, Rollup] = {}
+    def by_group(units: Iterable[Unit]) -> dict[str, Rollup]:
+        parts: dict[str, list[Rollup]] = {}
         for unit in units:
-            for grp, r in grouped(unit).items():
-                by_group.setdefault(grp, Rollup()).add(r)
-        per_bucket.append((bucket, by_group))
-        groups |= set(by_group)
+            for grp, r in rows.get(unit, {}).items():
+                parts.setdefault(rename.get(grp, grp) if rename else grp, []).append(r)
+        return {grp: merged(rs) for grp, rs in parts.items()}
+
+    # per group: revenue and customers (person set) before the current bucket's end, grown in place
+    history = {grp: _orders_only(r) for grp, r in by_group(p.before).items() if r.counters["orders"]}
+    per_bucket = [(bucket, by_group(units)) for bucket, units in p.buckets]
+    groups = set(history).union(*(found for _, found in per_bucket))
     result: dict[tuple[datetime, str], Counts] = {}
-    for bucket, by_group in per_bucket:
+    empty = Rollup()
+    for bucket, found in per_bucket:
         for grp in groups:
-            found = by_group.get(grp, Rollup())
-            history = to_date.setdefault(grp, Rollup())
-            history.add(_orders_only(found))
-            result[(bucket.aligned, grp)] = _counts(found, history)
+            r = found.get(grp, empty)
+            past = history.setdefault(grp, Rollup())
+            past.counters["revenue"] += r.counters["revenue"]
+            if "order_persons" in r.sets:
+                mine = past.sets.get("order_persons")  # history's own copy: grown in place
+                if mine is None:
+                    past.sets["order_persons"] = BitMap(r.sets["order_persons"])
+                else:
+                    mine |= r.sets["order_persons"]
+            result[(bucket.aligned, grp)] = _counts(r, past)
     return result
 
 
 def _orders_only(r: Rollup) -> Rollup:
     out = Rollup()
     out.counters["revenue"] = r.counters["revenue"]
-    out.sets["order_persons"] = r.persons("order_persons")
+    out.sets["order_persons"] = BitMap(r.persons("order_persons"))  # a copy: history grows
     return out
 
 

@@ -166,7 +166,7 @@ async def load_rows(
     picked = ", ".join((*COUNTERS, *sets))
     rows: list[Any] = await conn.fetch(
         f"""SELECT r.dim, r.level, r.slot, r.grp, {picked}
-            FROM rollup r JOIN unnest($2::text[], $3::timestamptz[]) AS u(level, slot)
+            FROM rollup r JOIN unnest($2::char(1)[], $3::timestamptz[]) AS u(level, slot)
               ON r.level = u.level AND r.slot = u.slot
             WHERE r.site_id = $1 AND r.dim = ANY($4::text[])""",
         site_id, list(levels), list(slots), list(dims),
@@ -183,7 +183,7 @@ async def replace_rows(
     levels, slots = zip(*units, strict=True)
     await conn.execute(
         """DELETE FROM rollup r
-           USING unnest($2::text[], $3::timestamptz[]) AS u(level, slot), unnest($4::text[]) AS d(dim)
+           USING unnest($2::char(1)[], $3::timestamptz[]) AS u(level, slot), unnest($4::text[]) AS d(dim)
            WHERE r.site_id = $1 AND r.dim = d.dim AND r.level = u.level AND r.slot = u.slot""",
         site_id, list(levels), list(slots), [dim for dim, _ in DIMENSIONS],
     )  # fmt: skip
