@@ -30,19 +30,74 @@ from app.store.kpi_queries import OTHER
 
 log = logging.getLogger("racetrack.rollups")
 SLOTS_PER_REFRESH = 96  # one day of quarters per transaction
+DELTA_ROWS_PER_REFRESH = 500  # logged batches of new events per transaction
+SESSION_ROWS = 20 * DELTA_ROWS_PER_REFRESH
 
 
 async def refresh_site(
     conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, max_slots: int = SLOTS_PER_REFRESH
-) -> int:
-    """Refresh up to max_slots logged slots of one site in one transaction; how many it did."""
-    async with conn.transaction():
-        await store.lock_site(conn, site_id)
-        dirty_ids, quarters = await store.take_dirty(conn, site_id, max_slots)
-        if quarters:
-            await rebuild(conn, site_id, quarters, zone)
+) -> tuple[int, bool]:
+    """One transaction, on one snapshot: add the logged appends, recompute up to max_slots logged
+    slots, forget exactly the log rows it read. Returns how many slots and log rows it did, and
+    whether more may be waiting (it took a full batch of one kind)."""
+    await store.lock_site(conn, site_id)
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            await store.plan_by_index(conn)
+            new_ids, event_ids = await store.take_new_events(conn, site_id, DELTA_ROWS_PER_REFRESH)
+            sessions = await store.take_session_deltas(conn, site_id, SESSION_ROWS)
+            if event_ids or sessions:
+                await _add_deltas(conn, site_id, zone, event_ids, sessions)
+            # after the deltas: a recomputed slot replaces its rows, and its hour and day are merged again
+            dirty_ids, quarters = await store.take_dirty(conn, site_id, max_slots)
+            if quarters:
+                await rebuild(conn, site_id, quarters, zone)
             await store.forget_dirty(conn, site_id, dirty_ids)
-    return len(quarters)
+            await store.forget_deltas(conn, site_id, new_ids, [r["delta_id"] for r in sessions])
+    finally:
+        await store.unlock_site(conn, site_id)
+    full = len(quarters) >= max_slots or len(new_ids) >= DELTA_ROWS_PER_REFRESH or len(sessions) >= SESSION_ROWS
+    return len(quarters) + len(new_ids) + len(sessions), full
+
+
+async def _add_deltas(
+    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, event_ids: list[int], sessions: Sequence[Any]
+) -> None:
+    """Add new events and session changes to their quarter, hour and local-day rows."""
+    deltas: dict[tuple[str, Unit, str], Rollup] = {}
+
+    def add(dim: str, slot: datetime, grp: str, delta: Rollup) -> None:
+        hours, days = domain.parents([slot], zone)
+        for unit in [(QUARTER, slot), *((HOUR, h) for h in hours), *((DAY, d[0]) for d in days)]:
+            deltas.setdefault((dim, unit, grp), Rollup()).add(delta)
+
+    if event_ids:
+        await store.number_persons_of(conn, site_id, event_ids)
+        for record in await store.new_event_sources(conn, site_id, event_ids):
+            add(record["dim"], record["slot"], record["grp"], _event_rollup(record))
+    for row in sessions:
+        delta = Rollup()
+        for name in domain.SESSION_COUNTERS:
+            delta.counters[name] = row[name]
+        for dim, _ in store.DIMENSIONS:
+            add(dim, row["slot"], store.session_group(dim, row), delta)
+    stored = {
+        (r["dim"], (r["level"], r["slot"]), r["grp"]): _rollup_of(r)
+        for r in await store.load_keys(conn, site_id, list(deltas))
+    }
+    for key, delta in deltas.items():
+        stored.setdefault(key, Rollup()).add(delta)
+    await store.upsert_rows(conn, site_id, [(dim, unit, grp, stored[(dim, unit, grp)]) for dim, unit, grp in deltas])
+
+
+def _event_rollup(record: Any) -> Rollup:
+    r = Rollup()
+    for name in domain.EVENT_COUNTERS:
+        r.counters[name] = record[name]
+    for name in domain.PERSON_SETS:
+        if record[name]:
+            r.sets[name] = BitMap(record[name])
+    return r
 
 
 async def rebuild(conn: asyncpg.Connection, site_id: int, quarters: Sequence[datetime], zone: ZoneInfo) -> None:
@@ -51,12 +106,7 @@ async def rebuild(conn: asyncpg.Connection, site_id: int, quarters: Sequence[dat
     events, sessions = await store.quarter_sources(conn, site_id, quarters)
     fresh: dict[tuple[str, Unit, str], Rollup] = {}
     for record in events:
-        r = fresh.setdefault((record["dim"], (QUARTER, record["slot"]), record["grp"]), Rollup())
-        for name in domain.EVENT_COUNTERS:
-            r.counters[name] = record[name]
-        for name in domain.PERSON_SETS:
-            if record[name]:
-                r.sets[name] = BitMap(record[name])
+        fresh[(record["dim"], (QUARTER, record["slot"]), record["grp"])] = _event_rollup(record)
     for record in sessions:
         r = fresh.setdefault((record["dim"], (QUARTER, record["slot"]), record["grp"]), Rollup())
         for name in domain.SESSION_COUNTERS:
@@ -104,7 +154,9 @@ async def refresh_all(pool: asyncpg.Pool) -> int:
         zones = await store.site_zones(conn, sites)
         for site_id in sites:
             zone = ZoneInfo(zones.get(site_id) or "UTC")  # a purged site's leftovers refresh to nothing
-            while count := await refresh_site(conn, site_id, zone):
+            more = True
+            while more:
+                count, more = await refresh_site(conn, site_id, zone)
                 done += count
         oldest = await store.oldest_dirty(conn)
     ROLLUP_LAG.set(0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
@@ -152,12 +204,13 @@ class RollupRefresher:
 
 
 async def ready_for(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, end: datetime, inline_slots: int) -> bool:
-    """Refresh the site's few logged slots before `end` now (an answer then includes every committed
-    write); False when more are waiting than a read should refresh."""
+    """Refresh what is logged for the site now, when it is little (an answer then includes every
+    committed write); False when more is waiting than a read should refresh."""
     pending = await store.dirty_slots(conn, site_id, end)
-    if pending > inline_slots:
+    deltas = await store.pending_deltas(conn, site_id)
+    if pending > inline_slots or deltas > DELTA_ROWS_PER_REFRESH:
         return False
-    if pending:
+    if pending or deltas:
         await refresh_site(conn, site_id, zone, max(inline_slots, SLOTS_PER_REFRESH))
     return True
 

@@ -25,18 +25,72 @@ COLUMNS = ("site_id", "dim", "level", "slot", "grp", *COUNTERS, *PERSON_SETS)
 
 
 async def lock_site(conn: asyncpg.Connection, site_id: int) -> None:
-    """One refresher per site at a time (transaction-scoped). Its statements read a few slots by
-    index, and look each event's session and person up by key: with statistics that lag growing
-    tables the planner would hash whole tables (measured: 7 s instead of 0.3 s for a day of 100k
-    events) or compile with JIT."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("rollup", site_id, ""))
+    """One refresher per site at a time. A session lock, taken before the refresh's (repeatable
+    read) transaction begins, so its snapshot includes every earlier refresh."""
+    await conn.execute("SELECT pg_advisory_lock($1)", lock_key("rollup", site_id, ""))
+
+
+async def unlock_site(conn: asyncpg.Connection, site_id: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("rollup", site_id, ""))
+
+
+async def plan_by_index(conn: asyncpg.Connection) -> None:
+    """A refresh reads a few slots by index, and looks each event's session and person up by key:
+    with statistics that lag growing tables the planner would hash whole tables (measured: 7 s
+    instead of 0.3 s for a day of 100k events) or compile with JIT."""
     for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin", "jit"):
         await conn.execute(f"SET LOCAL {setting} = off")
     await conn.execute("SET LOCAL work_mem = '64MB'")  # sorting a day of events x dimensions in memory
 
 
 async def dirty_sites(conn: asyncpg.Connection) -> list[int]:
-    return [r["site_id"] for r in await conn.fetch("SELECT DISTINCT site_id FROM rollup_dirty")]
+    rows = await conn.fetch(
+        """SELECT site_id FROM rollup_dirty UNION SELECT site_id FROM rollup_new_events
+           UNION SELECT site_id FROM rollup_session_delta"""
+    )
+    return [r["site_id"] for r in rows]
+
+
+async def pending_deltas(conn: asyncpg.Connection, site_id: int) -> int:
+    """Logged appends (batches of new events, session changes) not in the rollups yet."""
+    sql = """SELECT (SELECT count(*) FROM rollup_new_events WHERE site_id = $1)
+                    + (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1)"""
+    return int(await conn.fetchval(sql, site_id))
+
+
+async def take_new_events(conn: asyncpg.Connection, site_id: int, max_rows: int) -> tuple[list[int], list[int]]:
+    """(log row ids, event ids) of logged new events."""
+    rows = await conn.fetch(
+        "SELECT delta_id, event_ids FROM rollup_new_events WHERE site_id = $1 ORDER BY delta_id LIMIT $2",
+        site_id, max_rows,
+    )  # fmt: skip
+    return [r["delta_id"] for r in rows], [i for r in rows for i in r["event_ids"]]
+
+
+async def take_session_deltas(conn: asyncpg.Connection, site_id: int, max_rows: int) -> list[Any]:
+    rows: list[Any] = await conn.fetch(
+        "SELECT * FROM rollup_session_delta WHERE site_id = $1 ORDER BY delta_id LIMIT $2", site_id, max_rows
+    )
+    return rows
+
+
+async def forget_deltas(
+    conn: asyncpg.Connection, site_id: int, new_event_ids: Sequence[int], session_ids: Sequence[int]
+) -> None:
+    sql = "DELETE FROM {} WHERE site_id = $1 AND delta_id = ANY($2::bigint[])"
+    if new_event_ids:
+        await conn.execute(sql.format("rollup_new_events"), site_id, new_event_ids)
+    if session_ids:
+        await conn.execute(sql.format("rollup_session_delta"), site_id, session_ids)
+
+
+def session_group(dim: str, row: Any) -> str:
+    """A session's group in a dimension, as BREAKDOWNS computes it in SQL."""
+    if not dim:
+        return ""
+    column = {"source": "campaign_source", "medium": "campaign_medium", "campaign": "campaign_name"}.get(dim, dim)
+    value: str | None = row[column]
+    return "(none)" if value is None else value
 
 
 async def dirty_slots(conn: asyncpg.Connection, site_id: int, before: datetime | None = None) -> int:
@@ -90,24 +144,33 @@ _SESSIONS_OF_SLOT = """SELECT * FROM session s
     OFFSET 0"""
 
 
+_EVENTS_BY_ID = """SELECT * FROM event e WHERE e.site_id = $1 AND e.event_id = ANY($2::bigint[]) AND NOT e.is_bot"""
+
+
+def _numbering_sql(events: str) -> str:
+    return f"""INSERT INTO person_number (site_id, person_id, number)
+        SELECT $1, p.person_id,
+               (SELECT COALESCE(max(number), 0) FROM person_number WHERE site_id = $1)
+               + row_number() OVER (ORDER BY p.first_at, p.person_id)
+        FROM (SELECT e.person_id, min(e.event_at) AS first_at
+              FROM {events}
+              WHERE NOT EXISTS (SELECT 1 FROM person_number n WHERE n.site_id = $1 AND n.person_id = e.person_id)
+              GROUP BY e.person_id) p"""
+
+
 async def number_persons(conn: asyncpg.Connection, site_id: int, slots: Sequence[datetime]) -> None:
     """Give every person with an event in these slots a dense per-site number (first seen, first
     numbered), for the bitmaps. Runs under the site's rollup lock: one numberer per site."""
-    await conn.execute(
-        f"""INSERT INTO person_number (site_id, person_id, number)
-            SELECT $1, p.person_id,
-                   (SELECT COALESCE(max(number), 0) FROM person_number WHERE site_id = $1)
-                   + row_number() OVER (ORDER BY p.first_at, p.person_id)
-            FROM (SELECT e.person_id, min(e.event_at) AS first_at
-                  FROM unnest($2::timestamptz[]) AS q(slot), LATERAL ({_EVENTS_OF_SLOT}) e
-                  WHERE NOT EXISTS (SELECT 1 FROM person_number n WHERE n.site_id = $1 AND n.person_id = e.person_id)
-                  GROUP BY e.person_id) p""",
-        site_id, list(slots),
-    )  # fmt: skip
+    events = f"unnest($2::timestamptz[]) AS q(slot), LATERAL ({_EVENTS_OF_SLOT}) e"
+    await conn.execute(_numbering_sql(events), site_id, list(slots))
 
 
-_EVENT_SQL = f"""
-SELECT {SLOT.format(col="e.event_at")} AS slot, d.dim, d.grp,
+async def number_persons_of(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> None:
+    await conn.execute(_numbering_sql(f"({_EVENTS_BY_ID}) e"), site_id, list(event_ids))
+
+
+_EVENT_SQL_TEMPLATE = """
+SELECT {slot} AS slot, d.dim, d.grp,
   count(*) FILTER (WHERE e.is_first_event) AS new_visitors,
   count(*) FILTER (WHERE e.type IN ('page', 'screen')) AS pageviews,
   count(*) FILTER (WHERE e.stage = 'act') AS act_events,
@@ -129,13 +192,19 @@ SELECT {SLOT.format(col="e.event_at")} AS slot, d.dim, d.grp,
   array_agg(n.number) FILTER (WHERE e.stage = 'act') AS act_persons,
   array_agg(n.number) FILTER (WHERE e.stage = 'convert') AS convert_persons,
   array_agg(n.number) FILTER (WHERE e.stage = 'engage') AS engage_persons
-FROM unnest($2::timestamptz[]) AS q(slot)
-CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e
+FROM {events}
 JOIN person_number n ON n.site_id = e.site_id AND n.person_id = e.person_id
 LEFT JOIN session s ON s.site_id = e.site_id AND s.session_key = e.session_key
-CROSS JOIN LATERAL (VALUES {_DIM_VALUES}) AS d(dim, grp)
+CROSS JOIN LATERAL (VALUES {dims}) AS d(dim, grp)
 WHERE d.grp IS NOT NULL
 GROUP BY 1, 2, 3"""
+_EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
+    slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES,
+    events=f"unnest($2::timestamptz[]) AS q(slot) CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e",
+)  # fmt: skip
+_NEW_EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
+    slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES, events=f"({_EVENTS_BY_ID}) e"
+)
 
 _SESSION_SQL = f"""
 SELECT {SLOT.format(col="s.started_at")} AS slot, d.dim, d.grp,
@@ -156,6 +225,42 @@ async def quarter_sources(
     events = await conn.fetch(_EVENT_SQL, site_id, list(slots))
     sessions = await conn.fetch(_SESSION_SQL, site_id, list(slots))
     return events, sessions
+
+
+async def new_event_sources(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> list[Any]:
+    """The same per (slot, dim, group) aggregates as quarter_sources, over these new events only."""
+    rows: list[Any] = await conn.fetch(_NEW_EVENT_SQL, site_id, list(event_ids))
+    return rows
+
+
+async def load_keys(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[str, Unit, str]]) -> list[Any]:
+    """Stored rows by (dim, unit, group)."""
+    if not keys:
+        return []
+    dims, units, groups = zip(*keys, strict=True)
+    rows: list[Any] = await conn.fetch(
+        """SELECT r.* FROM rollup r
+           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
+             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
+           WHERE r.site_id = $1""",
+        site_id, list(dims), [u[0] for u in units], [u[1] for u in units], list(groups),
+    )  # fmt: skip
+    return rows
+
+
+async def upsert_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tuple[str, Unit, str, Rollup]]) -> None:
+    """Write these (dim, unit, group) rows in place of the stored ones."""
+    if not rows:
+        return
+    await conn.execute(
+        """DELETE FROM rollup r
+           USING unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
+           WHERE r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp""",
+        site_id, [r[0] for r in rows], [r[1][0] for r in rows], [r[1][1] for r in rows], [r[2] for r in rows],
+    )  # fmt: skip
+    records = [(site_id, dim, level, slot, grp, *(r.counters[n] for n in COUNTERS), *_serialized(r))
+               for dim, (level, slot), grp, r in rows]  # fmt: skip
+    await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
 
 
 async def load_rows(

@@ -43,6 +43,8 @@ TENANT_TABLES = (
     "person_state",
     "rollup",
     "person_number",
+    "rollup_new_events",
+    "rollup_session_delta",
     "rollup_dirty",  # last: deleting events and sessions logs their slots
 )
 

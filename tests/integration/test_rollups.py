@@ -64,7 +64,10 @@ def _links(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
 async def _wait_for_refresher(db: asyncpg.Connection, site_id: int) -> float:
     """Seconds until the background refresher has taken every logged slot of the site."""
     started = asyncio.get_running_loop().time()
-    while await db.fetchval("SELECT count(*) FROM rollup_dirty WHERE site_id = $1", site_id):
+    logs = """SELECT (SELECT count(*) FROM rollup_dirty WHERE site_id = $1)
+                     + (SELECT count(*) FROM rollup_new_events WHERE site_id = $1)
+                     + (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1)"""
+    while await db.fetchval(logs, site_id):
         assert asyncio.get_running_loop().time() - started < FRESH_WITHIN, "rollups not fresh within 5 s"
         await asyncio.sleep(0.05)
     return asyncio.get_running_loop().time() - started
@@ -173,7 +176,7 @@ async def test_purging_a_site_removes_its_rollups(client: httpx.AsyncClient, db:
     assert await db.fetchval("SELECT count(*) FROM rollup WHERE site_id = $1", site["id"]) > 0
     gone = await client.delete(f"/v1/sites/{site['id']}", headers={"Authorization": f"Bearer {ROOT_TOKEN}"})
     assert gone.status_code in (200, 204), gone.text
-    for table in ("rollup", "rollup_dirty", "person_number"):
+    for table in ("rollup", "rollup_dirty", "rollup_new_events", "rollup_session_delta", "person_number"):
         assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE site_id = $1", site["id"]) == 0, table
 
 
