@@ -1,10 +1,10 @@
 """Rollup deltas: appends are added to the rollups instead of recomputing their slots.
 
-A new event or session, or a session that only grew (same start, same channel and campaign and
-device), is logged as a delta the refresher adds to the slot, hour and day rows: the cost of a
-refresh follows the new events, not the events already in the current slot. Everything else (an
-event whose facts changed, a relink, a session that moved or changed its group, a delete) still
-marks its slots for a recomputation from the events.
+A new event, and a new or changed session (its new row counted in, its old row counted out), is
+logged as a delta the refresher adds to the slot, hour and day rows: the cost of a refresh follows
+the new events, not the events already in the current slot. Everything else (an event whose facts
+changed, a relink, a session that moved or changed its group and so regroups its events, a delete)
+still marks its slots for a recomputation from the events.
 
 Revision ID: 0007
 Revises: 0006
@@ -20,9 +20,7 @@ depends_on = None
 
 SLOT = "date_bin('15 minutes', {col}, timestamptz '2000-01-01 00:00:00+00')"
 GROUPS = ("channel", "peso", "device", "campaign_source", "campaign_medium", "campaign_name")
-SAME_SESSION = " AND ".join(
-    ["o.started_at = n.started_at", *(f"o.{c} IS NOT DISTINCT FROM n.{c}" for c in GROUPS)]
-)
+REGROUPED = " OR ".join(["OLD.started_at <> NEW.started_at", *(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in GROUPS)])
 SECONDS = "extract(epoch FROM {t}.ended_at - {t}.started_at)"
 
 UPGRADE = [
@@ -58,24 +56,29 @@ UPGRADE = [
       FROM changed_rows n GROUP BY 1, 2, {", ".join(str(i + 3) for i in range(len(GROUPS)))};
       RETURN NULL;
     END $$""",
+    # a session's counters are additive: its new row counted in, its old row counted out
     f"""CREATE FUNCTION rollup_log_changed_sessions() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      -- grown in place: the difference
       INSERT INTO rollup_session_delta (site_id, slot, {", ".join(GROUPS)}, sessions, bounces, session_seconds)
-      SELECT n.site_id, {SLOT.format(col="n.started_at")}, {", ".join(f"n.{c}" for c in GROUPS)},
-             0, sum(n.is_bounce::int - o.is_bounce::int), sum({SECONDS.format(t="n")} - {SECONDS.format(t="o")})
-      FROM old_rows o JOIN new_rows n ON n.site_id = o.site_id AND n.session_key = o.session_key
-      WHERE {SAME_SESSION}
-      GROUP BY 1, 2, {", ".join(str(i + 3) for i in range(len(GROUPS)))};
-      -- moved or regrouped: every slot of the old and the new span is recomputed
-      INSERT INTO rollup_dirty (site_id, slot)
-      SELECT DISTINCT r.site_id, s
-      FROM (SELECT o.site_id, o.started_at, o.ended_at FROM old_rows o JOIN new_rows n
-              ON n.site_id = o.site_id AND n.session_key = o.session_key WHERE NOT ({SAME_SESSION})
+      SELECT site_id, slot, {", ".join(GROUPS)}, sum(n), sum(b), sum(seconds)
+      FROM (SELECT site_id, {SLOT.format(col="started_at")} AS slot, {", ".join(GROUPS)}, 1 AS n,
+                   is_bounce::int AS b, {SECONDS.format(t="new_rows")} AS seconds FROM new_rows
             UNION ALL
-            SELECT n.site_id, n.started_at, n.ended_at FROM old_rows o JOIN new_rows n
-              ON n.site_id = o.site_id AND n.session_key = o.session_key WHERE NOT ({SAME_SESSION})) r,
-           generate_series({SLOT.format(col="r.started_at")}, r.ended_at, interval '15 minutes') AS s;
+            SELECT site_id, {SLOT.format(col="started_at")}, {", ".join(GROUPS)}, -1,
+                   -is_bounce::int, -{SECONDS.format(t="old_rows")} FROM old_rows) d
+      GROUP BY 1, 2, {", ".join(str(i + 3) for i in range(len(GROUPS)))}
+      HAVING sum(n) <> 0 OR sum(b) <> 0 OR sum(seconds) <> 0;
+      RETURN NULL;
+    END $$""",
+    # ... and when it moved or changed its group, so did its events: their slots are recomputed
+    f"""CREATE FUNCTION rollup_mark_session_spans() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO rollup_dirty (site_id, slot)
+      SELECT NEW.site_id, s
+      FROM generate_series({SLOT.format(col="OLD.started_at")}, OLD.ended_at, interval '15 minutes') s
+      UNION
+      SELECT NEW.site_id, s
+      FROM generate_series({SLOT.format(col="NEW.started_at")}, NEW.ended_at, interval '15 minutes') s;
       RETURN NULL;
     END $$""",
 ]
@@ -101,9 +104,14 @@ def upgrade() -> None:
         "CREATE TRIGGER session_rollup_update AFTER UPDATE ON session REFERENCING OLD TABLE AS old_rows "
         "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_log_changed_sessions()"
     )
+    op.execute(
+        f"CREATE TRIGGER session_rollup_regrouped AFTER UPDATE ON session FOR EACH ROW WHEN ({REGROUPED}) "
+        "EXECUTE FUNCTION rollup_mark_session_spans()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER session_rollup_regrouped ON session")
     op.execute("DROP TRIGGER session_rollup_update ON session")
     op.execute("DROP TRIGGER session_rollup_insert_new ON session")
     op.execute("DROP TRIGGER event_rollup_insert_new ON event")
@@ -117,6 +125,7 @@ def downgrade() -> None:
             f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
         )
     for statement in (
+        "DROP FUNCTION rollup_mark_session_spans()",
         "DROP FUNCTION rollup_log_changed_sessions()",
         "DROP FUNCTION rollup_log_new_sessions()",
         "DROP FUNCTION rollup_log_new_events()",
