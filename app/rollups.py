@@ -48,16 +48,21 @@ async def refresh_site(
             sessions = await store.take_session_deltas(conn, site_id, SESSION_ROWS)
             if event_ids or sessions:
                 await _add_deltas(conn, site_id, zone, event_ids, sessions)
-            # after the deltas: a recomputed slot replaces its rows, and its hour and day are merged again
-            dirty_ids, quarters = await store.take_dirty(conn, site_id, max_slots)
+            deltas_left = len(new_ids) >= DELTA_ROWS_PER_REFRESH or len(sessions) >= SESSION_ROWS
+            dirty_ids: list[int] = []
+            quarters: list[datetime] = []
+            # Recomputing reads every event of the snapshot: only once every delta of the snapshot
+            # is in, or a delta left for the next round would count its events twice. After the
+            # deltas, a recomputed slot replaces its rows, and its hour and day are merged again.
+            if not deltas_left:
+                dirty_ids, quarters = await store.take_dirty(conn, site_id, max_slots)
             if quarters:
                 await rebuild(conn, site_id, quarters, zone)
             await store.forget_dirty(conn, site_id, dirty_ids)
             await store.forget_deltas(conn, site_id, new_ids, [r["delta_id"] for r in sessions])
     finally:
         await store.unlock_site(conn, site_id)
-    full = len(quarters) >= max_slots or len(new_ids) >= DELTA_ROWS_PER_REFRESH or len(sessions) >= SESSION_ROWS
-    return len(quarters) + len(new_ids) + len(sessions), full
+    return len(quarters) + len(new_ids) + len(sessions), deltas_left or len(quarters) >= max_slots
 
 
 async def _add_deltas(
