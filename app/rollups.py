@@ -32,6 +32,8 @@ log = logging.getLogger("racetrack.rollups")
 SLOTS_PER_REFRESH = 96  # one day of quarters per transaction
 DELTA_ROWS_PER_REFRESH = 500  # logged batches of new events per transaction
 SESSION_ROWS = 20 * DELTA_ROWS_PER_REFRESH
+INLINE_EVENTS = 20_000  # a read adds at most this many logged new events itself
+INLINE_ROUNDS = 3
 
 
 async def refresh_site(
@@ -212,12 +214,15 @@ async def ready_for(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, end:
     """Refresh what is logged for the site now, when it is little (an answer then includes every
     committed write); False when more is waiting than a read should refresh."""
     pending = await store.dirty_slots(conn, site_id, end)
-    deltas = await store.pending_deltas(conn, site_id)
-    if pending > inline_slots or deltas > DELTA_ROWS_PER_REFRESH:
+    events, sessions = await store.pending_deltas(conn, site_id)
+    if pending > inline_slots or events > INLINE_EVENTS or sessions > SESSION_ROWS:
         return False
-    if pending or deltas:
-        await refresh_site(conn, site_id, zone, max(inline_slots, SLOTS_PER_REFRESH))
-    return True
+    more = bool(pending or events or sessions)
+    for _ in range(INLINE_ROUNDS):  # writes that landed meanwhile may make one round not enough
+        if not more:
+            return True
+        _, more = await refresh_site(conn, site_id, zone, max(inline_slots, SLOTS_PER_REFRESH))
+    return not more
 
 
 async def _rows(conn: asyncpg.Connection, site_id: int, units: set[Unit], dim: str, sets: Sequence[str]) -> Rows:
@@ -232,14 +237,15 @@ async def kpi_counts(
     breakdown: str | None, limit: int | None,
 ) -> tuple[dict[tuple[datetime, str], Counts], list[str]] | None:  # fmt: skip
     """Counts per (aligned bucket start, group) and the top groups of a limited breakdown, from the
-    rollups; None when the period's edges are not on 15-minute boundaries."""
-    p = domain.plan(bucket_list, site_zone, await store.first_slot(conn, site_id))
-    if p is None:
-        return None
-    dim = breakdown or ""
-    rows = await _rows(conn, site_id, {u for _, units in p.buckets for u in units}, dim, KPI_SETS)
-    if p.before:
-        rows |= await _rows(conn, site_id, set(p.before) - set(rows), dim, ("order_persons",))
+    rollups (one snapshot); None when the period's edges are not on 15-minute boundaries."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        p = domain.plan(bucket_list, site_zone, await store.first_slot(conn, site_id))
+        if p is None:
+            return None
+        dim = breakdown or ""
+        rows = await _rows(conn, site_id, {u for _, units in p.buckets for u in units}, dim, KPI_SETS)
+        if p.before:
+            rows |= await _rows(conn, site_id, set(p.before) - set(rows), dim, ("order_persons",))
     top: list[str] = []
     rename = None
     if breakdown and limit:

@@ -34,11 +34,13 @@ def _text_literal(value: str) -> str:
 
 
 async def top_groups(conn: asyncpg.Connection, q: Query, limit: int) -> list[str]:
-    """The breakdown's groups with the most sessions starting in the period, most first."""
+    """The breakdown's groups with the most sessions starting in the period, most first; ties by
+    name in code-point order (as the rollups break them), whatever the database's collation."""
+    expression = BREAKDOWNS[q.breakdown or "channel"]
     rows = await conn.fetch(
-        f"""SELECT {BREAKDOWNS[q.breakdown or "channel"]} AS grp, count(*) AS sessions FROM session s
+        f"""SELECT {expression} AS grp, count(*) AS sessions FROM session s
             WHERE s.site_id = $1 AND s.started_at >= $2 AND s.started_at < $3
-            GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4""",
+            GROUP BY 1 ORDER BY 2 DESC, {expression} COLLATE "C" LIMIT $4""",
         q.site_id, q.start, q.end, limit,
     )  # fmt: skip
     return [r["grp"] for r in rows]

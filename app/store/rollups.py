@@ -51,11 +51,15 @@ async def dirty_sites(conn: asyncpg.Connection) -> list[int]:
     return [r["site_id"] for r in rows]
 
 
-async def pending_deltas(conn: asyncpg.Connection, site_id: int) -> int:
-    """Logged appends (batches of new events, session changes) not in the rollups yet."""
-    sql = """SELECT (SELECT count(*) FROM rollup_new_events WHERE site_id = $1)
-                    + (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1)"""
-    return int(await conn.fetchval(sql, site_id))
+async def pending_deltas(conn: asyncpg.Connection, site_id: int) -> tuple[int, int]:
+    """Logged appends not in the rollups yet: (new events, session changes)."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT COALESCE(sum(cardinality(event_ids)), 0) FROM rollup_new_events WHERE site_id = $1) AS events,
+                  (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1) AS sessions""",
+        site_id,
+    )
+    assert row is not None
+    return int(row["events"]), int(row["sessions"])
 
 
 async def take_new_events(conn: asyncpg.Connection, site_id: int, max_rows: int) -> tuple[list[int], list[int]]:
@@ -196,7 +200,7 @@ FROM {events}
 JOIN person_number n ON n.site_id = e.site_id AND n.person_id = e.person_id
 LEFT JOIN session s ON s.site_id = e.site_id AND s.session_key = e.session_key
 CROSS JOIN LATERAL (VALUES {dims}) AS d(dim, grp)
-WHERE d.grp IS NOT NULL
+WHERE d.grp IS NOT NULL AND (d.dim = '' OR s.session_key IS NOT NULL)  -- a breakdown needs the session
 GROUP BY 1, 2, 3"""
 _EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
     slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES,
