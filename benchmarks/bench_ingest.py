@@ -108,6 +108,12 @@ async def create_database(server_url: str, name: str) -> str:
     return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+async def drop_database(server_url: str, name: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.close()
+
+
 async def copy_rows_per_second(url: str, rows: int = 200_000, chunk: int = 1000) -> float:
     """Raw asyncpg COPY of minimal event rows into Racetrack's event table (the ceiling)."""
     from app.store.database import create_pool
@@ -165,6 +171,8 @@ def main() -> None:
         stop(server)
         peak_rss = watch.stop()
     results["copy"] = asyncio.run(copy_rows_per_second(racetrack_url))
+    for name in (f"bench_naive_{run}", f"bench_racetrack_{run}"):
+        asyncio.run(drop_database(args.server, name))
     _report(results, peak_rss)
 
 
