@@ -28,9 +28,11 @@ def _decoded(raw: str) -> Any:
 async def list_failed(
     site: AdminSite,
     conn: Conn,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first", examples=[100])] = 100,
     before_id: Annotated[int | None, Query(description="Page: ids below this one")] = None,
-    include_replayed: bool = False,
+    include_replayed: Annotated[
+        bool, Query(description="Also list the ones already replayed successfully", examples=[False])
+    ] = False,
 ) -> dict[str, Any]:
     rows = await store.list_failed(conn, site.site_id, limit, before_id, include_replayed)
     items = [

@@ -7,10 +7,10 @@ import binascii
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -94,6 +94,16 @@ async def ingest_messages(
     }
 
 
+PixelData = Annotated[
+    str,
+    Query(
+        description="The message (or a batch) as base64url JSON, for pixels where no body can be sent; the write "
+        "key as writeKey inside it or as ?writeKey=",
+        examples=["eyJ0eXBlIjoicGFnZSJ9"],
+    ),
+]
+
+
 @router.post("/v1/batch", summary="Segment batch: {batch: [messages], sentAt, context, writeKey}")
 async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
     return await batch_answer(request, writer, settings)
@@ -140,7 +150,7 @@ for _kind in SINGLE_TYPES:
 
 
 @router.get("/v1/pixel.gif", summary="Tracking pixel: ?data=<base64url JSON message>&writeKey=")
-async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: str = "") -> Response:
+async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: PixelData = "") -> Response:
     headers = dict(NO_CACHE)
     try:
         raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))

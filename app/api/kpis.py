@@ -18,6 +18,7 @@ from app.api.params import (
     Breakdown,
     Format,
     From,
+    GranularityParam,
     Limit,
     To,
     Tz,
@@ -50,7 +51,7 @@ async def kpis(
     start: From,
     end: To,
     tz: Tz = None,
-    granularity: Granularity = Granularity.DAY,
+    granularity: GranularityParam = Granularity.DAY,
     breakdown: Breakdown = None,
     limit: Limit = None,
     format: Format = None,
@@ -166,7 +167,10 @@ Steps = Annotated[
 ]
 Medians = Annotated[
     bool,
-    Query(description="Without steps: add each stage's median_seconds_from_previous (scans the period's events)"),
+    Query(
+        description="Without steps: add each stage's median_seconds_from_previous (scans the period's events)",
+        examples=[True],
+    ),
 ]
 Window = Annotated[
     str | None,

@@ -46,11 +46,16 @@ Limit = Annotated[
         examples=[5],
     ),
 ]
+GranularityParam = Annotated[
+    Granularity,
+    Query(description="Bucket size: day, week (ISO, Monday), month, or one total bucket", examples=["week"]),
+]
 Breakdown = Annotated[
     Literal["channel", "peso", "source", "medium", "campaign", "device"] | None,
     Query(
         description="Split every KPI by the session's channel, PESO group, campaign "
-        "source / medium / name, or device type"
+        "source / medium / name, or device type",
+        examples=["channel"],
     ),
 ]
 

@@ -13,7 +13,18 @@ from fastapi.responses import Response
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep
 from app.api.kpi_source import kpi_counts
-from app.api.params import Format, From, To, Tz, csv_answer, period_of, wants_csv, window_of, zone_of
+from app.api.params import (
+    Format,
+    From,
+    GranularityParam,
+    To,
+    Tz,
+    csv_answer,
+    period_of,
+    wants_csv,
+    window_of,
+    zone_of,
+)
 from app.domain.kpis import Counts, Granularity, buckets, kpis_of
 from app.domain.reports import (
     anonymous_part,
@@ -34,10 +45,6 @@ from app.store.sites import Site
 
 router = APIRouter(tags=["reports"])
 
-GranularityParam = Annotated[
-    Granularity,
-    Query(description="Bucket size: day, week (ISO, Monday), month, or one total bucket", examples=["week"]),
-]
 PersonId = Annotated[
     str,
     Path(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import AdminSite, Conn, Rulesets
@@ -214,7 +214,11 @@ async def reclassify(body: Reclassify, request: Request, site: AdminSite) -> dic
 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status and progress")
-async def get_job(job_id: int, site: AdminSite, conn: Conn) -> dict[str, Any]:
+async def get_job(
+    job_id: Annotated[int, Path(description="The id POST /v1/reclassify answered", examples=[1])],
+    site: AdminSite,
+    conn: Conn,
+) -> dict[str, Any]:
     job = await job_store.get_job(conn, site.site_id, job_id)
     if job is None:
         raise NotFound(f"no job {job_id}", "job_not_found")

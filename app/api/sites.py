@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import Conn, RootAdmin
@@ -65,7 +65,9 @@ async def list_sites(conn: Conn) -> list[dict[str, Any]]:
 
 
 @router.delete("/v1/sites/{site_id}", summary="Purge a site: its events, derived data, keys and settings")
-async def delete_site(site_id: int, conn: Conn) -> dict[str, Any]:
+async def delete_site(
+    site_id: Annotated[int, Path(description="The site to purge, with all its data", examples=[1])], conn: Conn
+) -> dict[str, Any]:
     if not await store.delete_site(conn, site_id):
         raise NotFound(f"no site {site_id}", "site_not_found")
     return {"deleted": site_id}

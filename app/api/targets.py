@@ -48,8 +48,13 @@ async def put_targets(body: TargetsIn, site: AdminSite, conn: Conn) -> dict[str,
 async def get_targets(
     site: AdminSite,
     conn: Conn,
-    start: Annotated[str, Query(alias="from", pattern=MONTH_PATTERN, examples=["2026-01"])] = "2000-01",
-    end: Annotated[str, Query(alias="to", pattern=MONTH_PATTERN, examples=["2026-12"])] = "2999-12",
+    start: Annotated[
+        str, Query(alias="from", pattern=MONTH_PATTERN, description="First month (YYYY-MM)", examples=["2026-01"])
+    ] = "2000-01",
+    end: Annotated[
+        str,
+        Query(alias="to", pattern=MONTH_PATTERN, description="Last month, included (YYYY-MM)", examples=["2026-12"]),
+    ] = "2999-12",
 ) -> dict[str, Any]:
     found = await store.targets_between(conn, site.site_id, month_start(start), month_start(end))
     return {"targets": [{"kpi": k, "month": m.strftime("%Y-%m"), "value": v} for (k, m), v in found.items()]}
