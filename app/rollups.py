@@ -1,10 +1,11 @@
 """Keeping rollups fresh and answering KPIs from them: where app.domain.rollup meets app.store.rollups.
 
-Every write logs the 15-minute slots it touched (database triggers, same transaction). A refresh
-recomputes those slots from the events, then the hours and site-local days above them. A
-background task refreshes every `rollup_interval` seconds; a KPI read first refreshes the few slots
-still logged for its site, so an answer never misses an acknowledged event. With a long backlog
-(a bulk load, a reclassification under way) the read computes from the events instead.
+Every write is logged by database triggers in its own transaction: appends (new events, new and
+changed sessions) as deltas, anything else as touched 15-minute slots. A refresh adds the deltas to
+their slot, hour and site-local day rows, and recomputes touched slots from the events, then the
+hours and days above them. A background task refreshes every `rollup_interval` seconds; a KPI read
+first refreshes what is still logged for its site, so an answer never misses an acknowledged event.
+With a long backlog (a bulk load, a reclassification under way) the read computes from the events.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncpg
 from pyroaring import BitMap
 
 from app.domain import rollup as domain
-from app.domain.kpis import Bucket, Counts
+from app.domain.kpis import Bucket, Counts, limited_groups
 from app.domain.rollup import DAY, HOUR, KPI_SETS, QUARTER, Rollup, Rows, Unit
 from app.errors import DATABASE_DOWN
 from app.metrics import ROLLUP_LAG, ROLLUP_REFRESH_SECONDS
@@ -137,11 +138,11 @@ async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[
         by_unit.setdefault((record["level"], record["slot"]), []).append(record)
     merged: list[tuple[str, Unit, str, Rollup]] = []
     for parent, units in children.items():
-        per_group: dict[tuple[str, str], Rollup] = {}
+        per_group: dict[tuple[str, str], list[Rollup]] = {}
         for unit in units:
             for record in by_unit.get(unit, ()):
-                per_group.setdefault((record["dim"], record["grp"]), Rollup()).add(_rollup_of(record))
-        merged.extend((dim, parent, grp, r) for (dim, grp), r in per_group.items())
+                per_group.setdefault((record["dim"], record["grp"]), []).append(_rollup_of(record))
+        merged.extend((dim, parent, grp, domain.merged(rs)) for (dim, grp), rs in per_group.items())
     await store.replace_rows(conn, site_id, list(children), merged)
 
 
@@ -249,8 +250,7 @@ async def kpi_counts(
     top: list[str] = []
     rename = None
     if breakdown and limit:
-        top = domain.top_groups(rows, p, limit + 1)
-        top = top[:limit] if len(top) > limit else []
+        top = limited_groups(domain.top_groups(rows, p, limit + 1), limit)
         if top:
             every = {grp for groups in rows.values() for grp in groups}
             rename = {grp: OTHER for grp in every if grp not in top}

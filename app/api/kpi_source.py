@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from app import rollups
 from app.config import Settings
-from app.domain.kpis import Bucket, Counts
+from app.domain.kpis import Bucket, Counts, limited_groups
 from app.store import kpi_queries
 from app.store.sites import Site
 
@@ -52,8 +52,7 @@ async def kpi_counts(
             return (*found, "rollups")
     top: list[str] = []
     if q.breakdown and limit:
-        top = await kpi_queries.top_groups(conn, q, limit + 1)
-        top = top[:limit] if len(top) > limit else []
+        top = limited_groups(await kpi_queries.top_groups(conn, q, limit + 1), limit)
         q = replace(q, top=tuple(top))
     return await kpi_queries.kpi_counts(pool, q, periods), top, "events"
 

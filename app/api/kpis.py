@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
@@ -28,6 +29,7 @@ from app.api.params import (
     window_of,
     zone_of,
 )
+from app.config import Settings
 from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
@@ -236,7 +238,12 @@ async def funnel(
 
 
 async def _stage_funnel(
-    conn: Any, settings: Any, site: Site, period: tuple[datetime, datetime], medians: bool, source: str
+    conn: asyncpg.Connection,
+    settings: Settings,
+    site: Site,
+    period: tuple[datetime, datetime],
+    medians: bool,
+    source: str,
 ) -> tuple[list[dict[str, Any]], str]:
     persons: dict[str, int] | None = None
     found: dict[str, tuple[int, float | None]] = {}

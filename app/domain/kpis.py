@@ -93,6 +93,12 @@ class Counts:
     nps_detractors: int = 0
 
 
+def limited_groups(ranked: list[str], limit: int) -> list[str]:
+    """The groups a `limit` keeps, from the limit + 1 groups with the most sessions: none when all of
+    them fit (no '(other)' group is needed then)."""
+    return ranked[:limit] if len(ranked) > limit else []
+
+
 # The RACE one-pager (/v1/report): which KPIs each stage shows, in this order.
 STAGE_KPIS: dict[str, tuple[str, ...]] = {
     "reach": ("visitors", "new_visitors", "sessions", "pageviews", "bounce_rate", "value_per_visit"),

@@ -104,8 +104,12 @@ async def dirty_slots(conn: asyncpg.Connection, site_id: int, before: datetime |
 
 
 async def oldest_dirty(conn: asyncpg.Connection) -> datetime | None:
-    """When the oldest write that no refresh has seen yet was logged."""
-    value: datetime | None = await conn.fetchval("SELECT min(logged_at) FROM rollup_dirty")
+    """When the oldest write that no refresh has seen yet was logged (appends or touched slots)."""
+    value: datetime | None = await conn.fetchval(
+        """SELECT min(t) FROM (SELECT min(logged_at) FROM rollup_dirty UNION ALL
+                              SELECT min(logged_at) FROM rollup_new_events UNION ALL
+                              SELECT min(logged_at) FROM rollup_session_delta) AS oldest(t)"""
+    )
     return value
 
 
@@ -262,9 +266,7 @@ async def upsert_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tup
            WHERE r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp""",
         site_id, [r[0] for r in rows], [r[1][0] for r in rows], [r[1][1] for r in rows], [r[2] for r in rows],
     )  # fmt: skip
-    records = [(site_id, dim, level, slot, grp, *(r.counters[n] for n in COUNTERS), *_serialized(r))
-               for dim, (level, slot), grp, r in rows]  # fmt: skip
-    await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
+    await _copy_rows(conn, site_id, rows)
 
 
 async def load_rows(
@@ -296,6 +298,10 @@ async def replace_rows(
            WHERE r.site_id = $1 AND r.dim = d.dim AND r.level = u.level AND r.slot = u.slot""",
         site_id, list(levels), list(slots), [dim for dim, _ in DIMENSIONS],
     )  # fmt: skip
+    await _copy_rows(conn, site_id, rows)
+
+
+async def _copy_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tuple[str, Unit, str, Rollup]]) -> None:
     records = [
         (site_id, dim, level, slot, grp, *(r.counters[name] for name in COUNTERS), *_serialized(r))
         for dim, (level, slot), grp, r in rows
