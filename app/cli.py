@@ -115,35 +115,70 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
-    summary["rollups"] = asyncio.run(_rebuild_rollups(url, None, None, None))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
 async def _rebuild_rollups(url: str, site_id: int | None, start: Any, end: Any) -> dict[str, Any]:
-    """Log every slot of [start, end) (default: all time) of the site (default: every site) as
-    dirty, then refresh until none is left."""
+    """Recompute every slot of [start, end) (default: all time) of the site (default: every site)
+    from the events."""
     import time
     from datetime import UTC, datetime
-
-    import asyncpg
+    from zoneinfo import ZoneInfo
 
     from app import rollups
-    from app.store.database import asyncpg_dsn
+    from app.store.database import create_pool
 
     started = time.perf_counter()
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+    pool = await create_pool(url, 1, 2)
     try:
         async with pool.acquire() as conn:
-            sites = [site_id] if site_id else [r["site_id"] for r in await conn.fetch("SELECT site_id FROM site")]
-        marked = 0
-        for site in sites:
-            marked += await rollups.mark_and_refresh(
-                pool, site, start or datetime(1970, 1, 1, tzinfo=UTC), end or datetime(9999, 1, 1, tzinfo=UTC)
+            rows = await conn.fetch(
+                "SELECT site_id, timezone FROM site WHERE $1::bigint IS NULL OR site_id = $1", site_id
             )
+        slots = 0
+        for row in rows:
+            slots += await rollups.rebuild_range(
+                pool, row["site_id"], ZoneInfo(row["timezone"] or "UTC"),
+                start or datetime(1970, 1, 1, tzinfo=UTC), end or datetime(9999, 1, 1, tzinfo=UTC),
+            )  # fmt: skip
     finally:
         await pool.close()
-    return {"sites": len(sites), "slots": marked, "seconds": round(time.perf_counter() - started, 1)}
+    return {"sites": len(rows), "slots": slots, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def cmd_derive(args: argparse.Namespace, settings: Settings) -> int:
+    """A deriver process of its own (any number, on any host): drain the inbox, then keep at it."""
+    from app.store.database import migrate
+
+    url = _database_url(settings)
+    migrate(url)
+    print(orjson.dumps(asyncio.run(_derive(url, settings, args.once))).decode())
+    return 0
+
+
+async def _derive(url: str, settings: Settings, once: bool) -> dict[str, Any]:
+    import signal
+
+    from app.pipeline.derive import Deriver, drain
+    from app.pipeline.rulesets import RulesetCache
+    from app.store.database import create_pool
+
+    pool = await create_pool(url, 1, 2)
+    try:
+        if once:
+            return {"derived": await drain(pool, batch=settings.derive_batch)}
+        deriver = Deriver(pool, RulesetCache(), settings.derive_batch, settings.derive_idle_seconds)
+        deriver.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await deriver.close()  # the batch under way commits or rolls back whole
+        return {"stopped": True}
+    finally:
+        await pool.close()
 
 
 def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+    derive = sub.add_parser("derive", help="run a deriver (classify acknowledged events, keep rollups)")
+    derive.add_argument("--once", action="store_true", help="derive what waits now, then exit")
+    derive.set_defaults(func=cmd_derive)
     rules = sub.add_parser("rules", help="goal rules").add_subparsers(dest="rules_command", required=True)
     validate = rules.add_parser("validate", help="check a YAML ruleset")
     validate.add_argument("file")

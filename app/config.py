@@ -26,5 +26,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = True
     rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
-    rollup_interval: float = 1.0  # seconds between background rollup refreshes
-    rollup_inline_slots: int = 16  # a KPI read refreshes up to this many logged 15-minute slots itself
+    deriver: bool = True  # False: this process only serves; another process (`racetrack derive`) derives
+    derive_batch: int = 5000  # inbox rows per derivation transaction
+    derive_idle_seconds: float = 0.05  # how often an idle deriver looks at the inbox (commits here wake it)
+    read_wait_seconds: float = 2.0  # a read waits this long for events acknowledged before it
+    max_backlog: int = 1_000_000  # underived events of a site past which ingestion answers 503

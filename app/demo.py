@@ -171,11 +171,10 @@ def _parse(stamp: str) -> datetime:
 async def load_demo(
     url: str, persons: int = 300, days: int = 30, seed: int = 7, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Create a demo site and bulk-load generated journeys (COPY), each visitor's facts derived by the
-    same domain code as live ingestion; a fresh site, so no visitor has stored events to merge with."""
-    from app import derivation
+    """Create a demo site and load generated journeys through the write path: appended to the inbox
+    (COPY) as ingestion does, then derived by the same deriver as live traffic."""
     from app.domain.normalize import IncomingEvent, Receipt, normalize
-    from app.rulesets import default_ruleset
+    from app.pipeline import derive, ingest
     from app.store import events, sites
     from app.store.database import create_pool
 
@@ -188,15 +187,14 @@ async def load_demo(
         receipt = Receipt(received_at=now, site_domains=site.domains)
         journeys = generate_journeys(persons, days, now - timedelta(days=days), seed)
         while chunk := list(islice(journeys, CHUNK_PERSONS)):
-            visitors = []
-            for messages in chunk:
-                incoming = [e for e in (normalize(m, receipt) for m in messages) if isinstance(e, IncomingEvent)]
-                if incoming:
-                    user = next((e.user_id for e in incoming if e.user_id), None)
-                    visitors.append((f"u:{user}" if user else f"a:{incoming[0].anonymous_id}", incoming))
+            incoming = [
+                e for m in (m for ms in chunk for m in ms) if isinstance(e := normalize(m, receipt), IncomingEvent)
+            ]
             async with pool.acquire() as conn, conn.transaction():
-                loaded += await derivation.bulk_load(conn, site.site_id, visitors, lambda version: default_ruleset())
-                await events.count_ingest(conn, site.site_id, now, sum(len(evs) for _, evs in visitors), 0, 0)
+                fresh = await ingest.append(conn, site.site_id, incoming)
+                await events.count_ingest(conn, site.site_id, 0, now, len(fresh), len(incoming) - len(fresh), 0)
+            loaded += len(fresh)
+        await derive.drain(pool)
     finally:
         await pool.close()
     return {"site": site.site_id, "events": loaded, "write_key": keys.write_key, "read_key": keys.read_key,

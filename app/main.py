@@ -1,4 +1,5 @@
-"""create_app(settings): the FastAPI app; the lifespan owns the pool, the writer and the caches."""
+"""create_app(settings): the FastAPI app; the lifespan owns the pools, the pipeline (writer, deriver,
+jobs) and the caches."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from fastapi import FastAPI
 from app.api import failed, health, ingest, kpis, reports, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
+from app.api.freshness import FreshnessHeaders
 from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
 from app.config import Settings
 from app.errors import add_error_handlers
-from app.jobs import JobRunner
 from app.jsonresponse import JSONAnswer
-from app.rollups import RollupRefresher
-from app.rulesets import RulesetCache
+from app.pipeline.derive import Deriver
+from app.pipeline.ingest import Writer
+from app.pipeline.jobs import JobRunner
+from app.pipeline.rulesets import RulesetCache
+from app.store import inbox
 from app.store.database import create_pool, start_embedded
-from app.writer import Writer
 
 log = logging.getLogger("racetrack")
 WRITER_CONNECTIONS = 2  # one flush at a time, and one spare while a connection is replaced
@@ -45,11 +48,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
         jobs = JobRunner(pool, rulesets)
-        refresher = RollupRefresher(pool, settings.rollup_interval)
-        if settings.rollups:
-            refresher.start()
+        deriver = Deriver(pool, rulesets, settings.derive_batch, settings.derive_idle_seconds)
+        async with pool.acquire() as conn:
+            await inbox.rotate_partitions(conn)
+        if settings.deriver:
+            deriver.start()
         try:
-            async with Writer.running(write_pool, rulesets, settings) as writer:
+            async with Writer.running(write_pool, settings, deriver.wake) as writer:
                 await jobs.resume_unfinished()
                 yield {
                     "pool": pool,
@@ -59,9 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "write_sites": WriteKeySites(),
                     "jobs": jobs,
                 }
-        finally:
+        finally:  # the writer has drained (every request answered); then the batch under way
+            await deriver.close()
             await jobs.close()
-            await refresher.close()
             await write_pool.close()
             await pool.close()
 
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
+    app.add_middleware(FreshnessHeaders)
     app.add_middleware(CORSEverywhere)
     app.add_middleware(Observe, access_log=settings.access_log)
     return app

@@ -4,6 +4,7 @@ scrape of /metrics adds up every worker (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -20,11 +21,26 @@ FLUSH_EVENTS = Histogram(
 QUEUE_DEPTH = Gauge("racetrack_writer_queue_events", "Events waiting for the writer", multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("racetrack_db_pool_in_use", "Database connections in use", multiprocess_mode="livesum")
 POOL_SIZE = Gauge("racetrack_db_pool_size", "Database connections open", multiprocess_mode="livesum")
-ROLLUP_LAG = Gauge(
-    "racetrack_rollup_lag_seconds", "Age of the oldest write the rollups do not include yet", multiprocess_mode="max"
+PIPELINE_BACKLOG = Gauge(
+    "racetrack_pipeline_backlog_events",
+    "Acknowledged events waiting to be derived (all sites)",
+    multiprocess_mode="max",
 )
-ROLLUP_REFRESH_SECONDS = Histogram("racetrack_rollup_refresh_seconds", "Duration of a rollup refresh that did work")
+PIPELINE_LAG = Gauge(
+    "racetrack_pipeline_lag_seconds", "Age of the oldest acknowledged event not derived yet", multiprocess_mode="max"
+)
+DERIVE_SECONDS = Histogram(
+    "racetrack_derive_seconds", "Duration of one derivation batch (one transaction)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)  # fmt: skip
+DERIVED_EVENTS = Counter("racetrack_derived_events_total", "Events derived (moved from the inbox to the event table)")
+ROLLUP_COMPACTIONS = Counter("racetrack_rollup_compactions_total", "Rollup keys whose delta parts were folded")
 REQUEST_SECONDS = Histogram("racetrack_request_seconds", "HTTP request latency by route", ["method", "route", "status"])
+
+
+def set_pipeline(backlog: int, oldest: datetime | None) -> None:
+    PIPELINE_BACKLOG.set(backlog)
+    PIPELINE_LAG.set(0 if oldest is None else max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
 
 
 def exposition() -> bytes:

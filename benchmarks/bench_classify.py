@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from app.domain.classify import classify
 from app.domain.model import Event, PersonHistory
-from app.rulesets import default_ruleset
+from app.pipeline.rulesets import default_ruleset
 
 ORDER = {"Order Completed", "purchase"}
 NAMES = [

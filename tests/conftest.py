@@ -51,13 +51,16 @@ def database_url() -> Iterator[str]:
     asyncio.run(admin(f"CREATE DATABASE {name}"))
     url = _with_database(server, name)
     migrate(url)
+    _DATABASE[:] = [url]
     yield url
     asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, admin_token=ROOT_TOKEN, flush_max_wait_ms=2.0)
+    # reads wait for derivation up to read_wait_seconds, and answer as soon as it is done: a long
+    # bound keeps a loaded machine from turning "send, then read" into a race
+    return Settings(database_url=database_url, admin_token=ROOT_TOKEN, flush_max_wait_ms=2.0, read_wait_seconds=60)
 
 
 @pytest.fixture
@@ -69,11 +72,35 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield c
 
 
+class DerivedReads:
+    """A test's own connection to the database: every read first derives what was acknowledged
+    (as the API's reads wait for it), so a test that sends events and then reads `event` or
+    `session` with SQL sees them. Everything else goes to the connection as is."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        await drain()
+        return await self._conn.fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        await drain()
+        return await self._conn.fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        await drain()
+        return await self._conn.fetchval(*args, **kwargs)
+
+
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+async def db(database_url: str) -> AsyncIterator[Any]:
     conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        yield conn
+        yield DerivedReads(conn)
     finally:
         await conn.close()
 
@@ -94,12 +121,21 @@ async def site(client: httpx.AsyncClient) -> dict[str, Any]:
     return await create_site(client)
 
 
-async def drain_rollups(database_url: str) -> None:
-    """Refresh every logged rollup slot now (what the background refresher does within a second)."""
-    from app.rollups import refresh_all
+_DATABASE: list[str] = []  # the session's database URL, for drain()
+_POOLS: dict[tuple[str, int], asyncpg.Pool] = {}
 
-    pool = await asyncpg.create_pool(asyncpg_dsn(database_url), min_size=1, max_size=2)
-    try:
-        await refresh_all(pool)
-    finally:
-        await pool.close()
+
+async def drain(database_url: str | None = None) -> int:
+    """Derive every acknowledged event now (what the service's derivers do behind ingestion); waits
+    for a batch another deriver holds. How many events this call derived. Tests that read tables
+    with SQL call it first; reads through the API wait for derivation themselves."""
+    import asyncio
+
+    from app.pipeline.derive import drain as derive_all
+    from app.store.database import create_pool
+
+    url = database_url or _DATABASE[0]
+    key = (url, id(asyncio.get_running_loop()))
+    if key not in _POOLS:
+        _POOLS[key] = await create_pool(url, 1, 2)
+    return await derive_all(_POOLS[key])

@@ -1,4 +1,5 @@
-"""Dependencies: the pool, the writer, and the site a key names (handlers never see keys)."""
+"""Dependencies: the pool, the writer, and the site a key names (handlers never see keys); reads
+wait for derivation here."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 
+from app.api.freshness import Freshness, wait_for_derivation
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
-from app.rulesets import RulesetCache
+from app.pipeline.ingest import Writer
+from app.pipeline.rulesets import RulesetCache
 from app.store import sites as site_store
 from app.store.sites import Site
-from app.writer import Writer
 
 SITE_CACHE_SECONDS = 10.0
 
@@ -115,14 +117,30 @@ async def _secret_site(request: Request, conn: asyncpg.Connection) -> tuple[Site
     return found
 
 
+async def _wait_for_derivation(request: Request, conn: asyncpg.Connection, site: Site) -> None:
+    settings: Settings = _state(request, "settings")
+    request.state.freshness = await wait_for_derivation(conn, site.site_id, settings.read_wait_seconds)
+
+
 async def read_site(request: Request, conn: Conn) -> Site:
-    return (await _secret_site(request, conn))[0]
+    """The site of a read (or admin) key; the request waits for the events acknowledged before it
+    (bounded), so what it reads includes them."""
+    site = (await _secret_site(request, conn))[0]
+    await _wait_for_derivation(request, conn, site)
+    return site
+
+
+def freshness(request: Request) -> dict[str, Any]:
+    """The answer's freshness fields (for a read that went through read_site)."""
+    fresh: Freshness = request.state.freshness
+    return fresh.fields()
 
 
 async def admin_site(request: Request, conn: Conn) -> Site:
     site, kind = await _secret_site(request, conn)
     if kind != "admin":
         raise Forbidden("this needs the site's admin key", "admin_key_required")
+    await _wait_for_derivation(request, conn, site)
     return site
 
 

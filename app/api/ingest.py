@@ -19,9 +19,9 @@ from app.config import Settings
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_response, error_response
 from app.jsonresponse import JSONAnswer
+from app.pipeline.ingest import Writer
 from app.store.sites import Site
 from app.wire.body import parse_json, read_body
-from app.writer import Writer
 
 router = APIRouter(tags=["ingestion"])
 NUL = "\\u0000"  # as orjson escapes it

@@ -33,11 +33,9 @@ def site_zone(site: Site) -> ZoneInfo:
     return ZoneInfo(site.timezone or "UTC")
 
 
-async def use_rollups(conn: asyncpg.Connection, settings: Settings, site: Site, end: datetime, source: str) -> bool:
-    """Rollups answer when enabled and asked for, after the site's few pending slots are refreshed."""
-    if source != "rollups" or not settings.rollups:
-        return False
-    return await rollups.ready_for(conn, site.site_id, site_zone(site), end, settings.rollup_inline_slots)
+def use_rollups(settings: Settings, source: str) -> bool:
+    """Rollups answer when enabled and asked for (they hold exactly the derived events)."""
+    return source == "rollups" and settings.rollups
 
 
 async def kpi_counts(
@@ -46,7 +44,7 @@ async def kpi_counts(
 ) -> tuple[dict[tuple[datetime, str], Counts], list[str], str]:  # fmt: skip
     """Counts per (aligned bucket start, group), the top groups when a breakdown is limited, and
     where the counts came from (rollups or events)."""
-    if await use_rollups(conn, settings, site, q.end, source):
+    if use_rollups(settings, source):
         found = await rollups.kpi_counts(conn, site.site_id, site_zone(site), periods, q.breakdown, limit)
         if found is not None:
             return (*found, "rollups")

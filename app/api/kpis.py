@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from app import rollups
 from app.api.caching import conditional
-from app.api.deps import Conn, Pool, ReadSite, SettingsDep
+from app.api.deps import Conn, Pool, ReadSite, SettingsDep, freshness
 from app.api.kpi_source import Source, kpi_counts, site_zone, use_rollups, with_source
 from app.api.params import (
     Breakdown,
@@ -80,6 +80,7 @@ async def kpis(
         "granularity": granularity.value,
         "tz": zone.key,
         "breakdown": breakdown,
+        "freshness": freshness(request),
         "buckets": rows,
     }
     return with_source(conditional(request, JSONAnswer(answer)), used)
@@ -219,6 +220,7 @@ async def funnel(
         "from": period[0].isoformat(),
         "to": period[1].isoformat(),
         "tz": zone.key,
+        "freshness": freshness(request),
     }
     span = _parsed("window", window or DEFAULT_WINDOW, parse_window)  # checked even when unused
     columns = ["persons", "rate_from_previous", "rate_from_top"]
@@ -247,7 +249,7 @@ async def _stage_funnel(
 ) -> tuple[list[dict[str, Any]], str]:
     persons: dict[str, int] | None = None
     found: dict[str, tuple[int, float | None]] = {}
-    if not medians and await use_rollups(conn, settings, site, period[1], source):
+    if not medians and use_rollups(settings, source):
         persons = await rollups.funnel_persons(conn, site.site_id, site_zone(site), *period)
     used = "rollups"
     if persons is None:

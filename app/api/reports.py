@@ -161,7 +161,9 @@ QUALITY_DESCRIPTION = """Data quality per bucket of *receipt* time in tz. `accep
 its start falls in, so in a zone with a half-hour offset a bucket edge can be off by 30 minutes.
 `rejected_by_reason`: kept rejected messages per code, by receipt time. `bots`: stored events flagged
 as bots. `late`: stored events (bots included, as in `accepted`) whose event time is more than 24 h
-before their receipt. CSV: one row per bucket, a `rejected_<code>` column per code seen."""
+before their receipt. `duplicate_orders`: stored copies of an order id that did not count, because
+an earlier copy (by event time, then messageId) of the same order id did. CSV: one row per bucket,
+a `rejected_<code>` column per code seen."""
 
 
 @router.get(
@@ -182,6 +184,7 @@ async def quality(
     found = await report_queries.quality_counts(conn, window.query)
     counters = {r["bucket"]: r for r in found["counters"]}
     events = {r["bucket"]: r for r in found["events"]}
+    repeated = {r["bucket"]: r["n"] for r in found["duplicate_orders"]}
     rows: list[dict[str, Any]] = []
     for b in periods:
         c, e = counters.get(b.aligned), events.get(b.aligned)
@@ -195,6 +198,7 @@ async def quality(
                 "rejected_by_reason": {r["code"]: r["n"] for r in found["reasons"] if r["bucket"] == b.aligned},
                 "bots": e["bots"] if e else 0,
                 "late": e["late"] if e else 0,
+                "duplicate_orders": repeated.get(b.aligned, 0),
             }
         )
     if wants_csv(request, format):
@@ -208,6 +212,7 @@ async def quality(
             "rejected",
             "bots",
             "late",
+            "duplicate_orders",
             *(f"rejected_{k}" for k in codes),
         ]
         return conditional(request, csv_answer(flat, columns, "quality.csv"))

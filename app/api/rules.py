@@ -19,7 +19,7 @@ from app.domain.normalize import Receipt, Rejection, as_event, normalize
 from app.domain.person import derive_person
 from app.domain.rules import CompiledRuleset, RuleError, compile_ruleset
 from app.errors import BadRequest, NotFound, Unprocessable
-from app.rulesets import default_document
+from app.pipeline.rulesets import default_document
 from app.store import jobs as job_store
 from app.store import persons as person_store
 from app.store import rulesets as store
@@ -71,6 +71,8 @@ async def put_rules(request: Request, site: AdminSite, conn: Conn, rulesets: Rul
     document = await _document(request)
     compiled = compile_or_422(document)
     stored = {"rules": list(compiled.source)}
+    # A new version applies to events acknowledged after it: the admin key's dependency has waited
+    # (bounded) for the ones before to be derived; a backlog past the wait gets the new rules.
     async with conn.transaction():
         version = await store.insert_ruleset(conn, site.site_id, stored)
     rulesets.forget(site.site_id)

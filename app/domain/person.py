@@ -7,7 +7,7 @@ in event time (ties broken by messageId), so a late-arriving earlier event chang
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -173,3 +173,13 @@ def _session_key(person_id: str, state: PersonState, event: Event) -> str:
         assert state.gap_session_key is not None
         return state.gap_session_key
     return f"{person_id}|t|{event.message_id}"
+
+
+def person_id_of(user_id: str | None, anonymous_id: str | None, links: Mapping[str, str]) -> str:
+    """An event's person (DESIGN §3): its userId; else the userId its anonymousId is linked to; else
+    its anonymousId."""
+    if user_id:
+        return f"u:{user_id}"
+    assert anonymous_id is not None
+    linked = links.get(anonymous_id)
+    return f"u:{linked}" if linked else f"a:{anonymous_id}"

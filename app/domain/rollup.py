@@ -44,6 +44,7 @@ class Rollup:
 
     counters: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     sets: dict[str, BitMap] = field(default_factory=dict)
+    removed: dict[str, BitMap] = field(default_factory=dict)  # a delta part's persons that left a set
 
     def add(self, other: Rollup) -> None:
         for name, value in other.counters.items():
@@ -59,7 +60,26 @@ class Rollup:
         return self.sets.get(name) or BitMap()
 
     def is_empty(self) -> bool:
-        return not any(self.counters.values()) and not any(self.sets.values())
+        return not any(self.counters.values()) and not any(self.sets.values()) and not any(self.removed.values())
+
+
+def folded(parts: Iterable[Rollup]) -> Rollup:
+    """One key's state from its parts in commit order (the base first): counters added, each part's
+    persons added to and removed from the sets. The result shares nothing with the parts."""
+    total = Rollup()
+    for part in parts:
+        for name, value in part.counters.items():
+            total.counters[name] += value
+        for name, persons in part.sets.items():
+            mine = total.sets.get(name)
+            if mine is None:
+                total.sets[name] = BitMap(persons)
+            else:
+                mine |= persons
+        for name, persons in part.removed.items():
+            if name in total.sets:
+                total.sets[name] -= persons
+    return total
 
 
 def merged(rollups: Iterable[Rollup]) -> Rollup:

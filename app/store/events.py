@@ -3,12 +3,12 @@ Functions take the connection first and never commit: the caller owns the transa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
 
-from app.domain.normalize import IncomingEvent, Rejection
+from app.domain.normalize import Rejection
 
 
 async def claim_message_ids(conn: asyncpg.Connection, site_id: int, message_ids: Sequence[str]) -> set[str]:
@@ -16,19 +16,57 @@ async def claim_message_ids(conn: asyncpg.Connection, site_id: int, message_ids:
     rows = await conn.fetch(
         """INSERT INTO message_key (site_id, message_id) SELECT $1, unnest($2::text[])
            ON CONFLICT DO NOTHING RETURNING message_id""",
-        site_id, list(message_ids),
+        site_id, sorted(message_ids),  # one order for every writer: concurrent claims cannot deadlock
     )  # fmt: skip
     return {r["message_id"] for r in rows}
 
 
-async def claim_order_ids(conn: asyncpg.Connection, site_id: int, order_ids: Sequence[str]) -> set[str]:
-    """Record these order ids; return the ones never seen before."""
+async def order_winners(
+    conn: asyncpg.Connection, site_id: int, order_ids: Sequence[str]
+) -> dict[str, tuple[datetime | None, str | None, int | None]]:
+    """The counted copy of each of these order ids: (event time, messageId, event id); None values
+    for ids counted before copies were ranked (the first stored copy stays)."""
     rows = await conn.fetch(
-        """INSERT INTO order_key (site_id, order_id) SELECT $1, unnest($2::text[])
-           ON CONFLICT DO NOTHING RETURNING order_id""",
-        site_id, sorted(set(order_ids)),
+        "SELECT order_id, event_at, message_id, event_id FROM order_key WHERE site_id = $1 AND order_id = ANY($2)",
+        site_id, list(order_ids),
     )  # fmt: skip
-    return {r["order_id"] for r in rows}
+    return {r["order_id"]: (r["event_at"], r["message_id"], r["event_id"]) for r in rows}
+
+
+async def set_order_winners(
+    conn: asyncpg.Connection, site_id: int, winners: Sequence[tuple[str, datetime, str, int]]
+) -> None:
+    """(order id, event time, messageId, event id) of each order's counted copy."""
+    if winners:
+        await conn.execute(
+            """INSERT INTO order_key (site_id, order_id, event_at, message_id, event_id)
+               SELECT $1, * FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::int8[])
+               ON CONFLICT (site_id, order_id) DO UPDATE SET event_at = EXCLUDED.event_at,
+                 message_id = EXCLUDED.message_id, event_id = EXCLUDED.event_id""",
+            site_id, *[list(c) for c in zip(*winners, strict=True)],
+        )  # fmt: skip
+
+
+async def demote_orders(conn: asyncpg.Connection, site_id: int, losers: dict[int, str]) -> None:
+    """Stored copies (event id -> order id) that an earlier copy displaced leave `event`."""
+    if losers:
+        await conn.execute(
+            """WITH gone AS (DELETE FROM event WHERE site_id = $1 AND event_id = ANY($2::int8[]) RETURNING *)
+               INSERT INTO duplicate_order (site_id, event_id, order_id, message_id, event_at, received_at,
+                                            anonymous_id, user_id, properties)
+               SELECT g.site_id, g.event_id, l.order_id, g.message_id, g.event_at, g.received_at, g.anonymous_id,
+                      g.user_id, g.properties
+               FROM gone g JOIN unnest($2::int8[], $3::text[]) AS l(event_id, order_id) ON l.event_id = g.event_id""",
+            site_id, list(losers), list(losers.values()),
+        )  # fmt: skip
+
+
+async def persons_of_events(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> dict[int, str]:
+    rows = await conn.fetch(
+        "SELECT event_id, person_id FROM event WHERE site_id = $1 AND event_id = ANY($2::int8[])",
+        site_id, list(event_ids),
+    )  # fmt: skip
+    return {r["event_id"]: r["person_id"] for r in rows}
 
 
 async def relink_anonymous(conn: asyncpg.Connection, site_id: int, moved: dict[str, str]) -> None:
@@ -56,12 +94,12 @@ async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: S
     return {r["anonymous_id"]: r["user_id"] for r in rows}
 
 
-async def upsert_links(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
+async def upsert_links(conn: asyncpg.Connection, site_id: int, links: Iterable[tuple[str, str, datetime]]) -> None:
+    """(anonymousId, userId, event time) of events that carry both: each pair's earliest is kept."""
     earliest: dict[tuple[str, str], datetime] = {}
-    for e in events:
-        if e.anonymous_id and e.user_id:
-            key = (e.anonymous_id, e.user_id)
-            earliest[key] = min(earliest.get(key, e.event_at), e.event_at)
+    for anonymous_id, user_id, at in links:
+        key = (anonymous_id, user_id)
+        earliest[key] = min(earliest.get(key, at), at)
     if not earliest:
         return
     await conn.execute(
@@ -85,13 +123,14 @@ async def insert_failed(conn: asyncpg.Connection, site_id: int, failures: Sequen
 
 
 async def count_ingest(
-    conn: asyncpg.Connection, site_id: int, hour: object, accepted: int, duplicates: int, rejected: int
+    conn: asyncpg.Connection, site_id: int, shard: int, hour: object, accepted: int, duplicates: int, rejected: int
 ) -> None:
-    """Data-quality counters by hour of receipt, in the flush's transaction."""
+    """Data-quality counters by hour of receipt, in the flush's transaction; each writer has its own
+    shard (row), so concurrent flushes never wait on each other here."""
     await conn.execute(
-        """INSERT INTO ingest_counter (site_id, hour, accepted, duplicates, rejected)
-           VALUES ($1, date_trunc('hour', $2::timestamptz), $3, $4, $5)
-           ON CONFLICT (site_id, hour) DO UPDATE SET accepted = ingest_counter.accepted + EXCLUDED.accepted,
+        """INSERT INTO ingest_counter (site_id, hour, shard, accepted, duplicates, rejected)
+           VALUES ($1, date_trunc('hour', $2::timestamptz), $6, $3, $4, $5)
+           ON CONFLICT (site_id, hour, shard) DO UPDATE SET accepted = ingest_counter.accepted + EXCLUDED.accepted,
              duplicates = ingest_counter.duplicates + EXCLUDED.duplicates,
              rejected = ingest_counter.rejected + EXCLUDED.rejected""",
         site_id,
@@ -99,17 +138,5 @@ async def count_ingest(
         accepted,
         duplicates,
         rejected,
+        shard,
     )
-
-
-async def bulk_ledgers(
-    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], orders: set[str]
-) -> None:
-    """The dedupe ledgers and identity links of bulk-loaded events (see derivation.bulk_load)."""
-    await conn.copy_records_to_table(
-        "message_key", columns=["site_id", "message_id"], records=[(site_id, e.message_id) for e in events]
-    )
-    await conn.copy_records_to_table(
-        "order_key", columns=["site_id", "order_id"], records=[(site_id, o) for o in orders]
-    )
-    await upsert_links(conn, site_id, events)

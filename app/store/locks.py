@@ -1,9 +1,8 @@
-"""Advisory locks on identities ("i"), persons ("p") and jobs, taken in one global order."""
+"""Advisory locks: a site's derivation (one deriver per site at a time) and running jobs."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 import asyncpg
 
@@ -13,19 +12,14 @@ def lock_key(namespace: str, site_id: int, key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def lock_all(conn: asyncpg.Connection, keys: Iterable[int]) -> None:
-    """Transaction-scoped locks, sorted, so concurrent writers cannot deadlock. Every writer takes
-    all its identity locks before any person lock."""
-    ordered = sorted(set(keys))
-    if ordered:
-        await conn.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS t(k)", ordered)
+async def try_lock_derivation(conn: asyncpg.Connection, site_id: int) -> bool:
+    """In a derivation's transaction: this site is ours until COMMIT (or the site is taken)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key("derive", site_id, "")))
 
 
-async def prefer_index_lookups(conn: asyncpg.Connection) -> None:
-    """For the rest of this write transaction: every statement looks rows up by key. Without this,
-    statistics that lag a growing table (autovacuum behind, or off) make the planner scan whole
-    tables for `person_id = ANY(...)`: measured 170 ms instead of 2 ms for 800 persons."""
-    await conn.execute("SET LOCAL enable_seqscan = off")
+async def lock_derivation(conn: asyncpg.Connection, site_id: int) -> None:
+    """Wait for the site's derivation lock (reclassification, rebuilds, purges), until COMMIT."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("derive", site_id, ""))
 
 
 async def try_lock_job(conn: asyncpg.Connection, site_id: int, job_id: int) -> bool:

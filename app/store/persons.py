@@ -9,11 +9,10 @@ from typing import Any
 import asyncpg
 
 from app.domain.model import Event
-from app.domain.normalize import IncomingEvent
 from app.domain.person import EventFacts, PersonState, SessionFacts
 
 _LOAD = """
-SELECT event_id, person_id, message_id, type, event_name, name, properties, path, url, referrer,
+SELECT event_id, person_id, anonymous_id, user_id, message_id, type, event_name, name, properties, path, url, referrer,
        campaign, channel, device, session_hint, is_bot, event_at, ruleset_version,
        stage, goal, value, is_lead, is_order, is_first_event, is_first_order, is_repeat_order,
        session_key, nps_score
@@ -24,11 +23,6 @@ FACT_COLUMNS = (
     "is_repeat_order", "session_key", "nps_score", "ruleset_version",
 )  # fmt: skip
 FACT_TYPES = ("text", "text", "float8", "bool", "bool", "bool", "bool", "bool", "text", "float8", "int4")
-EVENT_COLUMNS = (
-    "site_id", "event_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "person_id",
-    "event_at", "received_at", "sent_at", "properties", "traits", "context", "path", "url", "referrer",
-    "campaign", "channel", "device", "session_hint", "is_bot", *FACT_COLUMNS,
-)  # fmt: skip
 STATE_COLUMNS = (
     "last_event_at", "last_message_id", "first_seen_at", "orders", "revenue", "leads", "gap_session_key",
     "gap_last_at",
@@ -48,21 +42,62 @@ async def load_person_rows(conn: asyncpg.Connection, site_id: int, person_ids: S
 
 
 async def write_person_changes(
-    conn: asyncpg.Connection, site_id: int, *, inserts: Sequence[tuple[Any, ...]], changed: Sequence[EventFacts],
-    full_sessions: tuple[Sequence[str], dict[str, tuple[str, SessionFacts]]] | None,
-    session_parts: Sequence[tuple[str, SessionFacts]], states: dict[str, PersonState | None],
+    conn: asyncpg.Connection, site_id: int, *, changed: Sequence[EventFacts],
+    sessions: Sequence[tuple[str, SessionFacts]], gone_sessions: Sequence[str], states: dict[str, PersonState | None],
 ) -> None:  # fmt: skip
-    """New events with their facts, changed facts, sessions (replaced for fully derived persons,
-    extended for appended ones) and person states, in the caller's transaction."""
-    if inserts:
-        await conn.copy_records_to_table("event", columns=list(EVENT_COLUMNS), records=inserts)
+    """Changed facts of stored events, sessions (new or changed rows, and the keys that no longer
+    exist) and person states, in the caller's transaction."""
     if changed:
         await _update_facts(conn, site_id, changed)
-    if full_sessions and full_sessions[0]:
-        await _sync_sessions(conn, site_id, *full_sessions)
-    if session_parts:
-        await _extend_sessions(conn, site_id, session_parts)
+    if gone_sessions:
+        await conn.execute(
+            "DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, list(gone_sessions)
+        )
+    rows = [(person_id, *_session_values(s)) for person_id, s in sessions]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("person_id", *SESSION_COLUMNS) if c != "session_key")
+    await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), rows,
+                  f"(site_id, session_key) DO UPDATE SET {updates}")  # fmt: skip
     await _save_states(conn, site_id, states)
+
+
+async def sessions_of_persons(
+    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]
+) -> list[tuple[str, SessionFacts]]:
+    rows = await conn.fetch(
+        f"SELECT person_id, {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND person_id = ANY($2)",
+        site_id, list(person_ids),
+    )  # fmt: skip
+    return [(r["person_id"], SessionFacts(*(r[c] for c in SESSION_COLUMNS))) for r in rows]
+
+
+async def sessions_by_key(conn: asyncpg.Connection, site_id: int, keys: Sequence[str]) -> dict[str, SessionFacts]:
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND session_key = ANY($2)",
+        site_id, list(keys),
+    )  # fmt: skip
+    return {r["session_key"]: SessionFacts(*(r[c] for c in SESSION_COLUMNS)) for r in rows}
+
+
+async def person_numbers(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, int]:
+    """Each person's dense per-site number (for the rollups' person sets); the ones without one get
+    the next numbers. Under the site's derivation lock: one numberer per site."""
+    rows = await conn.fetch(
+        "SELECT person_id, number FROM person_number WHERE site_id = $1 AND person_id = ANY($2)",
+        site_id, list(person_ids),
+    )  # fmt: skip
+    numbers = {r["person_id"]: r["number"] for r in rows}
+    missing = sorted(set(person_ids) - set(numbers))
+    if missing:
+        top = int(await conn.fetchval("SELECT COALESCE(max(number), 0) FROM person_number WHERE site_id = $1", site_id))
+        fresh = {p: top + i for i, p in enumerate(missing, start=1)}
+        await conn.copy_records_to_table(
+            "person_number", columns=["site_id", "person_id", "number"],
+            records=[(site_id, p, n) for p, n in fresh.items()],
+        )  # fmt: skip
+        numbers.update(fresh)
+    return numbers
 
 
 async def load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
@@ -83,17 +118,6 @@ async def _save_states(conn: asyncpg.Connection, site_id: int, states: dict[str,
                   f"(site_id, person_id) DO UPDATE SET {updates}")  # fmt: skip
 
 
-async def _extend_sessions(conn: asyncpg.Connection, site_id: int, parts: Sequence[tuple[str, SessionFacts]]) -> None:
-    """Add the new events' part of each session: a new session as is, or more events (so no bounce)
-    and a later end for one that exists."""
-    rows = [(person_id, *_session_values(s)) for person_id, s in parts]
-    await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), rows,
-                  """(site_id, session_key) DO UPDATE SET
-                       ended_at = GREATEST(session.ended_at, EXCLUDED.ended_at),
-                       event_count = session.event_count + EXCLUDED.event_count,
-                       is_bounce = false""")  # fmt: skip
-
-
 async def _upsert(
     conn: asyncpg.Connection, table: str, site_id: int, columns: Sequence[str], types: Sequence[str],
     rows: Sequence[tuple[Any, ...]], on_conflict: str,
@@ -108,13 +132,6 @@ async def _upsert(
         f"SELECT $1, * FROM unnest({params}) ON CONFLICT {on_conflict}",
         site_id, *arrays,
     )  # fmt: skip
-
-
-async def next_event_ids(conn: asyncpg.Connection, count: int) -> list[int]:
-    if not count:
-        return []
-    rows = await conn.fetch("SELECT nextval('event_event_id_seq') AS id FROM generate_series(1, $1)", count)
-    return [r["id"] for r in rows]
 
 
 def event_of_row(row: asyncpg.Record) -> Event:
@@ -142,14 +159,6 @@ def fact_values(f: EventFacts) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def event_row(site_id: int, f: EventFacts, person_id: str, e: IncomingEvent) -> tuple[Any, ...]:
-    return (
-        site_id, f.event_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, person_id,
-        e.event_at, e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer,
-        e.campaign, e.channel, e.device, e.session_hint, e.is_bot, *fact_values(f),
-    )  # fmt: skip
-
-
 async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[EventFacts]) -> None:
     columns = list(zip(*(fact_values(f) for f in facts), strict=True))
     params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(FACT_TYPES))
@@ -160,27 +169,6 @@ async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[
             WHERE event.site_id = $1 AND event.event_id = u.event_id""",
         site_id, [f.event_id for f in facts], *[list(c) for c in columns],
     )  # fmt: skip
-
-
-async def _sync_sessions(
-    conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str], sessions: dict[str, tuple[str, SessionFacts]]
-) -> None:
-    """Delete the sessions that no longer exist, upsert the new and the changed ones."""
-    rows = await conn.fetch(
-        f"SELECT person_id, {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND person_id = ANY($2)",
-        site_id, list(person_ids),
-    )  # fmt: skip
-    current = {r["session_key"]: (r["person_id"], tuple(r[c] for c in SESSION_COLUMNS)) for r in rows}
-    gone = [key for key in current if key not in sessions]
-    if gone:
-        await conn.execute("DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, gone)
-    upserts = [
-        (person_id, *_session_values(s)) for key, (person_id, s) in sessions.items()
-        if current.get(key) != (person_id, _session_values(s))
-    ]  # fmt: skip
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("person_id", *SESSION_COLUMNS) if c != "session_key")
-    await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), upserts,
-                  f"(site_id, session_key) DO UPDATE SET {updates}")  # fmt: skip
 
 
 async def persons_between(conn: asyncpg.Connection, site_id: int, start: object, end: object) -> list[str]:

@@ -171,7 +171,8 @@ async def person_events(conn: asyncpg.Connection, site_id: int, person_id: str) 
 
 async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[asyncpg.Record]]:
     """By receipt: ingestion counters (per UTC hour, bucketed by the hour's start), rejections per
-    reason, bot events, and late events (event time more than 24 h before receipt)."""
+    reason, bot events, late events (event time more than 24 h before receipt), and stored copies of
+    an order id that an earlier copy beat."""
     counters = await conn.fetch(
         f"""SELECT {q.bucket("hour")} AS bucket, sum(accepted)::bigint AS accepted,
                    sum(duplicates)::bigint AS duplicates, sum(rejected)::bigint AS rejected
@@ -190,7 +191,12 @@ async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[a
             FROM event WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1""",
         *q.params,
     )
-    return {"counters": counters, "reasons": reasons, "events": events}
+    orders = await conn.fetch(
+        f"""SELECT {q.bucket("received_at")} AS bucket, count(*) AS n
+            FROM duplicate_order WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1""",
+        *q.params,
+    )
+    return {"counters": counters, "reasons": reasons, "events": events, "duplicate_orders": orders}
 
 
 # ---- cohorts -------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Rollup rows, the dirty-slot log and person numbers (SQL only; see app.rollups and app.domain.rollup).
+"""Rollup rows and person numbers (SQL only; see app.rollups, app.pipeline.rollup and app.domain.rollup).
 
-Triggers on event and session (migration 0006) log every 15-minute slot a write touches, in the
-writer's transaction; a refresh recomputes those slots from the events and deletes exactly the log
-rows it read, so a write that commits meanwhile stays logged for the next refresh.
+A key (site, dimension, unit, group) has parts: part 0 is its base, parts > 0 are deltas appended
+by derivations in commit order (one part id per derivation, from rollup_part_seq, taken under the
+site's derivation lock). A reader folds a key's parts in part order; compaction folds them into the
+base. The operators' rebuild recomputes units from the events (quarter_sources).
 """
 
 from __future__ import annotations
@@ -12,26 +13,18 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pyroaring import BitMap
 
 from app.domain.rollup import COUNTERS, PERSON_SETS, QUARTER, Rollup, Unit
 from app.store.kpi_queries import BREAKDOWNS
-from app.store.locks import lock_key
 
 SLOT = "date_bin('15 minutes', {col}, timestamptz '2000-01-01 00:00:00+00')"
 # (dimension, group expression over the session s); '' is the undivided total
 DIMENSIONS = [("", "''"), *BREAKDOWNS.items()]
 _DIM_VALUES = ", ".join(f"('{dim}', {expr})" for dim, expr in DIMENSIONS)
-COLUMNS = ("site_id", "dim", "level", "slot", "grp", *COUNTERS, *PERSON_SETS)
-
-
-async def lock_site(conn: asyncpg.Connection, site_id: int) -> None:
-    """One refresher per site at a time. A session lock, taken before the refresh's (repeatable
-    read) transaction begins, so its snapshot includes every earlier refresh."""
-    await conn.execute("SELECT pg_advisory_lock($1)", lock_key("rollup", site_id, ""))
-
-
-async def unlock_site(conn: asyncpg.Connection, site_id: int) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("rollup", site_id, ""))
+REMOVED = tuple(f"{name}_removed" for name in PERSON_SETS)
+COLUMNS = ("site_id", "dim", "level", "slot", "grp", "part", *COUNTERS, *PERSON_SETS, *REMOVED)
+KeyRow = tuple[str, Unit, str, Rollup]  # (dimension, unit, group, rollup)
 
 
 async def plan_by_index(conn: asyncpg.Connection) -> None:
@@ -43,105 +36,6 @@ async def plan_by_index(conn: asyncpg.Connection) -> None:
     await conn.execute("SET LOCAL work_mem = '64MB'")  # sorting a day of events x dimensions in memory
 
 
-async def dirty_sites(conn: asyncpg.Connection) -> list[int]:
-    rows = await conn.fetch(
-        """SELECT site_id FROM rollup_dirty UNION SELECT site_id FROM rollup_new_events
-           UNION SELECT site_id FROM rollup_session_delta"""
-    )
-    return [r["site_id"] for r in rows]
-
-
-async def pending_deltas(conn: asyncpg.Connection, site_id: int) -> tuple[int, int]:
-    """Logged appends not in the rollups yet: (new events, session changes)."""
-    row = await conn.fetchrow(
-        """SELECT (SELECT COALESCE(sum(cardinality(event_ids)), 0) FROM rollup_new_events WHERE site_id = $1) AS events,
-                  (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1) AS sessions""",
-        site_id,
-    )
-    assert row is not None
-    return int(row["events"]), int(row["sessions"])
-
-
-async def take_new_events(conn: asyncpg.Connection, site_id: int, max_rows: int) -> tuple[list[int], list[int]]:
-    """(log row ids, event ids) of logged new events."""
-    rows = await conn.fetch(
-        "SELECT delta_id, event_ids FROM rollup_new_events WHERE site_id = $1 ORDER BY delta_id LIMIT $2",
-        site_id, max_rows,
-    )  # fmt: skip
-    return [r["delta_id"] for r in rows], [i for r in rows for i in r["event_ids"]]
-
-
-async def take_session_deltas(conn: asyncpg.Connection, site_id: int, max_rows: int) -> list[Any]:
-    rows: list[Any] = await conn.fetch(
-        "SELECT * FROM rollup_session_delta WHERE site_id = $1 ORDER BY delta_id LIMIT $2", site_id, max_rows
-    )
-    return rows
-
-
-async def forget_deltas(
-    conn: asyncpg.Connection, site_id: int, new_event_ids: Sequence[int], session_ids: Sequence[int]
-) -> None:
-    sql = "DELETE FROM {} WHERE site_id = $1 AND delta_id = ANY($2::bigint[])"
-    if new_event_ids:
-        await conn.execute(sql.format("rollup_new_events"), site_id, new_event_ids)
-    if session_ids:
-        await conn.execute(sql.format("rollup_session_delta"), site_id, session_ids)
-
-
-def session_group(dim: str, row: Any) -> str:
-    """A session's group in a dimension, as BREAKDOWNS computes it in SQL."""
-    if not dim:
-        return ""
-    column = {"source": "campaign_source", "medium": "campaign_medium", "campaign": "campaign_name"}.get(dim, dim)
-    value: str | None = row[column]
-    return "(none)" if value is None else value
-
-
-async def dirty_slots(conn: asyncpg.Connection, site_id: int, before: datetime | None = None) -> int:
-    """How many logged slots (before `before`) wait for a refresh."""
-    sql = "SELECT count(DISTINCT slot) FROM rollup_dirty WHERE site_id = $1 AND ($2::timestamptz IS NULL OR slot < $2)"
-    return int(await conn.fetchval(sql, site_id, before))
-
-
-async def oldest_dirty(conn: asyncpg.Connection) -> datetime | None:
-    """When the oldest write that no refresh has seen yet was logged (appends or touched slots)."""
-    value: datetime | None = await conn.fetchval(
-        """SELECT min(t) FROM (SELECT min(logged_at) FROM rollup_dirty UNION ALL
-                              SELECT min(logged_at) FROM rollup_new_events UNION ALL
-                              SELECT min(logged_at) FROM rollup_session_delta) AS oldest(t)"""
-    )
-    return value
-
-
-async def take_dirty(conn: asyncpg.Connection, site_id: int, max_slots: int) -> tuple[list[int], list[datetime]]:
-    """The log rows of the site's first `max_slots` dirty slots: (their ids, the slots)."""
-    rows = await conn.fetch(
-        """WITH s AS (SELECT DISTINCT slot FROM rollup_dirty WHERE site_id = $1 ORDER BY slot LIMIT $2)
-           SELECT d.dirty_id, d.slot FROM rollup_dirty d JOIN s USING (slot) WHERE d.site_id = $1""",
-        site_id, max_slots,
-    )  # fmt: skip
-    return [r["dirty_id"] for r in rows], sorted({r["slot"] for r in rows})
-
-
-async def forget_dirty(conn: asyncpg.Connection, site_id: int, dirty_ids: Sequence[int]) -> None:
-    sql = "DELETE FROM rollup_dirty WHERE site_id = $1 AND dirty_id = ANY($2::bigint[])"
-    await conn.execute(sql, site_id, dirty_ids)
-
-
-async def mark_dirty(conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime) -> int:
-    """Log every slot of [start, end) that holds an event or a rollup row (operators' rebuild)."""
-    status = await conn.execute(
-        f"""INSERT INTO rollup_dirty (site_id, slot)
-            SELECT DISTINCT $1::bigint, {SLOT.format(col="event_at")} FROM event
-            WHERE site_id = $1 AND event_at >= $2 AND event_at < $3
-            UNION
-            SELECT DISTINCT $1::bigint, slot FROM rollup
-            WHERE site_id = $1 AND dim = '' AND level = 'q' AND slot >= $2 AND slot < $3""",
-        site_id, start, end,
-    )  # fmt: skip
-    return int(status.split()[-1])
-
-
 # One index range scan per slot: OFFSET 0 keeps the planner from flattening the subquery into a
 # join on a range condition, which it plans as a scan of every event of the site.
 _EVENTS_OF_SLOT = """SELECT * FROM event e
@@ -150,9 +44,6 @@ _EVENTS_OF_SLOT = """SELECT * FROM event e
 _SESSIONS_OF_SLOT = """SELECT * FROM session s
     WHERE s.site_id = $1 AND s.started_at >= q.slot AND s.started_at < q.slot + interval '15 minutes'
     OFFSET 0"""
-
-
-_EVENTS_BY_ID = """SELECT * FROM event e WHERE e.site_id = $1 AND e.event_id = ANY($2::bigint[]) AND NOT e.is_bot"""
 
 
 def _numbering_sql(events: str) -> str:
@@ -171,10 +62,6 @@ async def number_persons(conn: asyncpg.Connection, site_id: int, slots: Sequence
     numbered), for the bitmaps. Runs under the site's rollup lock: one numberer per site."""
     events = f"unnest($2::timestamptz[]) AS q(slot), LATERAL ({_EVENTS_OF_SLOT}) e"
     await conn.execute(_numbering_sql(events), site_id, list(slots))
-
-
-async def number_persons_of(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> None:
-    await conn.execute(_numbering_sql(f"({_EVENTS_BY_ID}) e"), site_id, list(event_ids))
 
 
 _EVENT_SQL_TEMPLATE = """
@@ -210,9 +97,6 @@ _EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
     slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES,
     events=f"unnest($2::timestamptz[]) AS q(slot) CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e",
 )  # fmt: skip
-_NEW_EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
-    slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES, events=f"({_EVENTS_BY_ID}) e"
-)
 
 _SESSION_SQL = f"""
 SELECT {SLOT.format(col="s.started_at")} AS slot, d.dim, d.grp,
@@ -235,60 +119,26 @@ async def quarter_sources(
     return events, sessions
 
 
-async def new_event_sources(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> list[Any]:
-    """The same per (slot, dim, group) aggregates as quarter_sources, over these new events only."""
-    rows: list[Any] = await conn.fetch(_NEW_EVENT_SQL, site_id, list(event_ids))
-    return rows
-
-
-async def load_keys(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[str, Unit, str]]) -> list[Any]:
-    """Stored rows by (dim, unit, group)."""
-    if not keys:
-        return []
-    dims, units, groups = zip(*keys, strict=True)
-    rows: list[Any] = await conn.fetch(
-        """SELECT r.* FROM rollup r
-           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
-             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
-           WHERE r.site_id = $1""",
-        site_id, list(dims), [u[0] for u in units], [u[1] for u in units], list(groups),
-    )  # fmt: skip
-    return rows
-
-
-async def upsert_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tuple[str, Unit, str, Rollup]]) -> None:
-    """Write these (dim, unit, group) rows in place of the stored ones."""
-    if not rows:
-        return
-    await conn.execute(
-        """DELETE FROM rollup r
-           USING unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
-           WHERE r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp""",
-        site_id, [r[0] for r in rows], [r[1][0] for r in rows], [r[1][1] for r in rows], [r[2] for r in rows],
-    )  # fmt: skip
-    await _copy_rows(conn, site_id, rows)
-
-
 async def load_rows(
     conn: asyncpg.Connection, site_id: int, units: Iterable[Unit], dims: Sequence[str], sets: Sequence[str]
 ) -> list[Any]:
-    """Stored rows of these units for these dimensions, with only the named person sets."""
+    """Stored parts of these units for these dimensions, with only the named person sets (added
+    and removed), in part order."""
     levels, slots = zip(*units, strict=True) if units else ((), ())
-    picked = ", ".join((*COUNTERS, *sets))
+    picked = ", ".join((*COUNTERS, *sets, *(f"{name}_removed" for name in sets)))
     rows: list[Any] = await conn.fetch(
-        f"""SELECT r.dim, r.level, r.slot, r.grp, {picked}
+        f"""SELECT r.dim, r.level, r.slot, r.grp, r.part, {picked}
             FROM rollup r JOIN unnest($2::char(1)[], $3::timestamptz[]) AS u(level, slot)
               ON r.level = u.level AND r.slot = u.slot
-            WHERE r.site_id = $1 AND r.dim = ANY($4::text[])""",
+            WHERE r.site_id = $1 AND r.dim = ANY($4::text[])
+            ORDER BY r.part""",
         site_id, list(levels), list(slots), list(dims),
     )  # fmt: skip
     return rows
 
 
-async def replace_rows(
-    conn: asyncpg.Connection, site_id: int, units: Sequence[Unit], rows: Sequence[tuple[str, Unit, str, Rollup]]
-) -> None:
-    """Delete every row of these units, then write (dim, unit, group, rollup) rows by COPY."""
+async def replace_rows(conn: asyncpg.Connection, site_id: int, units: Sequence[Unit], rows: Sequence[KeyRow]) -> None:
+    """Delete every part of these units, then write (dim, unit, group, rollup) base rows by COPY."""
     if not units:
         return
     levels, slots = zip(*units, strict=True)
@@ -298,12 +148,77 @@ async def replace_rows(
            WHERE r.site_id = $1 AND r.dim = d.dim AND r.level = u.level AND r.slot = u.slot""",
         site_id, list(levels), list(slots), [dim for dim, _ in DIMENSIONS],
     )  # fmt: skip
-    await _copy_rows(conn, site_id, rows)
+    await _copy_rows(conn, site_id, rows, 0)
 
 
-async def _copy_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tuple[str, Unit, str, Rollup]]) -> None:
+async def next_part(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT nextval('rollup_part_seq')"))
+
+
+async def append_parts(conn: asyncpg.Connection, site_id: int, part: int, rows: Sequence[KeyRow]) -> None:
+    await _copy_rows(conn, site_id, rows, part)
+
+
+def _key_arrays(keys: Sequence[tuple[str, Unit, str]]) -> list[list[Any]]:
+    return [[k[0] for k in keys], [k[1][0] for k in keys], [k[1][1] for k in keys], [k[2] for k in keys]]
+
+
+async def crowded_keys(
+    conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[str, Unit, str]], at_least: int
+) -> list[tuple[str, Unit, str]]:
+    """Those of these keys with at least `at_least` delta parts."""
+    if not keys:
+        return []
+    rows = await conn.fetch(
+        """SELECT r.dim, r.level, r.slot, r.grp FROM rollup r
+           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
+             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
+           WHERE r.site_id = $1 AND r.part > 0
+           GROUP BY 1, 2, 3, 4 HAVING count(*) >= $6""",
+        site_id, *_key_arrays(keys), at_least,
+    )  # fmt: skip
+    return [(r["dim"], (r["level"], r["slot"]), r["grp"]) for r in rows]
+
+
+async def keys_with_deltas(conn: asyncpg.Connection, site_id: int, limit: int) -> list[tuple[str, Unit, str]]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT dim, level, slot, grp FROM rollup WHERE site_id = $1 AND part > 0
+           ORDER BY level, slot LIMIT $2""",
+        site_id, limit,
+    )  # fmt: skip
+    return [(r["dim"], (r["level"], r["slot"]), r["grp"]) for r in rows]
+
+
+async def load_keys(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[str, Unit, str]]) -> list[Any]:
+    """Every part of these keys, all sets, in part order."""
+    if not keys:
+        return []
+    rows: list[Any] = await conn.fetch(
+        """SELECT r.* FROM rollup r
+           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
+             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
+           WHERE r.site_id = $1 ORDER BY r.part""",
+        site_id, *_key_arrays(keys),
+    )  # fmt: skip
+    return rows
+
+
+async def replace_keys(conn: asyncpg.Connection, site_id: int, rows: Sequence[KeyRow]) -> None:
+    """Each key's parts replaced by one base row (compaction)."""
+    if not rows:
+        return
+    await conn.execute(
+        """DELETE FROM rollup r
+           USING unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
+           WHERE r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp""",
+        site_id, *_key_arrays([(dim, unit, grp) for dim, unit, grp, _ in rows]),
+    )  # fmt: skip
+    await _copy_rows(conn, site_id, rows, 0)
+
+
+async def _copy_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[KeyRow], part: int) -> None:
     records = [
-        (site_id, dim, level, slot, grp, *(r.counters[name] for name in COUNTERS), *_serialized(r))
+        (site_id, dim, level, slot, grp, part, *(r.counters[name] for name in COUNTERS), *_serialized(r))
         for dim, (level, slot), grp, r in rows
     ]
     if records:
@@ -311,7 +226,10 @@ async def _copy_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[tupl
 
 
 def _serialized(r: Rollup) -> list[bytes | None]:
-    return [r.sets[name].serialize() if name in r.sets else None for name in PERSON_SETS]
+    return [
+        *(r.sets[name].serialize() if name in r.sets else None for name in PERSON_SETS),
+        *(r.removed[name].serialize() if name in r.removed else None for name in PERSON_SETS),
+    ]
 
 
 async def first_slot(conn: asyncpg.Connection, site_id: int) -> datetime | None:
@@ -324,3 +242,30 @@ async def first_slot(conn: asyncpg.Connection, site_id: int) -> datetime | None:
 async def site_zones(conn: asyncpg.Connection, site_ids: Sequence[int]) -> dict[int, str]:
     rows = await conn.fetch("SELECT site_id, timezone FROM site WHERE site_id = ANY($1::bigint[])", list(site_ids))
     return {r["site_id"]: r["timezone"] for r in rows}
+
+
+def rollup_of(record: Any, sets: Sequence[str] = PERSON_SETS) -> Rollup:
+    """A stored part as a Rollup (counters, the named sets, and the persons it removes from them)."""
+    r = Rollup({name: record[name] for name in COUNTERS})
+    for name in sets:
+        if record[name] is not None:
+            r.sets[name] = BitMap.deserialize(record[name])
+        if record[f"{name}_removed"] is not None:
+            r.removed[name] = BitMap.deserialize(record[f"{name}_removed"])
+    return r
+
+
+async def quarters_with_data(conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime) -> list[datetime]:
+    """Every 15-minute slot of [start, end) that holds an event, a session start or a rollup row."""
+    rows = await conn.fetch(
+        f"""SELECT {SLOT.format(col="event_at")} AS slot FROM event
+            WHERE site_id = $1 AND event_at >= $2 AND event_at < $3
+            UNION
+            SELECT {SLOT.format(col="started_at")} FROM session
+            WHERE site_id = $1 AND started_at >= $2 AND started_at < $3
+            UNION
+            SELECT slot FROM rollup WHERE site_id = $1 AND dim = '' AND level = 'q' AND slot >= $2 AND slot < $3
+            ORDER BY 1""",
+        site_id, start, end,
+    )  # fmt: skip
+    return [r["slot"] for r in rows]

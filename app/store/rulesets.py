@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from app.store.locks import lock_all, lock_key
+from app.store.locks import lock_key
 
 
 async def latest_ruleset(conn: asyncpg.Connection, site_id: int) -> tuple[int, Any] | None:
@@ -22,7 +22,7 @@ async def ruleset_version(conn: asyncpg.Connection, site_id: int, version: int) 
 
 async def insert_ruleset(conn: asyncpg.Connection, site_id: int, document: Any) -> int:
     """A new version, one above the latest (the shipped default counts as version 0)."""
-    await lock_all(conn, [lock_key("ruleset", site_id, "")])  # one new version at a time per site
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("ruleset", site_id, ""))  # one at a time
     version: int = await conn.fetchval(
         """INSERT INTO ruleset (site_id, version, document)
            SELECT $1, COALESCE(max(version), 0) + 1, $2 FROM ruleset WHERE site_id = $1

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from app.store.locks import lock_key
+from app.store.locks import lock_derivation
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +43,9 @@ TENANT_TABLES = (
     "person_state",
     "rollup",
     "person_number",
-    "rollup_new_events",
-    "rollup_session_delta",
-    "rollup_dirty",  # last: deleting events and sessions logs their slots
+    "inbox",
+    "duplicate_order",
+    "pipeline_watermark",
 )
 
 
@@ -112,7 +112,7 @@ async def delete_site(conn: asyncpg.Connection, site_id: int) -> bool:
     async with conn.transaction():
         if not await conn.fetchval("SELECT true FROM site WHERE site_id = $1 FOR UPDATE", site_id):
             return False
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("rollup", site_id, ""))  # no refresh meanwhile
+        await lock_derivation(conn, site_id)  # no derivation of the site meanwhile
         for table in TENANT_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE site_id = $1", site_id)
         status = await conn.execute("DELETE FROM site WHERE site_id = $1", site_id)

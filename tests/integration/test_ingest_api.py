@@ -239,6 +239,18 @@ async def test_duplicate_inside_one_batch_is_counted_as_duplicate(
     assert (body["accepted"], body["duplicates"]) == (2, 1)
 
 
+async def quality_total(client: httpx.AsyncClient, site: dict[str, Any]) -> dict[str, Any]:
+    day = now().date()
+    answer = await client.get(
+        "/v1/quality", params={"from": str(day - timedelta(days=1)), "to": str(day + timedelta(days=1)),
+                               "granularity": "total", "tz": "UTC"},
+        headers={"Authorization": f"Bearer {site['read_key']}"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    bucket: dict[str, Any] = answer.json()["buckets"][0]
+    return bucket
+
+
 async def test_concurrent_resends_store_once(client: httpx.AsyncClient, site: dict[str, Any], db) -> None:
     message = track()
     answers = await asyncio.gather(*(post_batch(client, site, [message]) for _ in range(5)))
@@ -257,8 +269,25 @@ async def test_same_order_id_with_new_message_id_stored_once(
     assert ok(await post_batch(client, site, [first]))["accepted"] == 1
     retry = track("Order Completed", anonymousId=anonymous, properties=order)  # new messageId
     body = ok(await post_batch(client, site, [retry]))
-    assert (body["accepted"], body["duplicates"]) == (0, 1)
+    assert (body["accepted"], body["duplicates"]) == (1, 0)  # stored durably; the order id is decided when deriving
     assert await event_count(db, site["id"], event_name="Order Completed") == 1
+    assert await db.fetchval("SELECT count(*) FROM duplicate_order WHERE site_id = $1", site["id"]) == 1
+    assert (await quality_total(client, site))["duplicate_orders"] == 1
+
+
+async def test_earliest_copy_of_an_order_counts_whatever_the_arrival_order(
+    client: httpx.AsyncClient, site: dict[str, Any], db
+) -> None:
+    order = {"order_id": "ORD-LATE", "revenue": 30}
+    later = track("Order Completed", properties=order, timestamp=iso(now() - timedelta(minutes=5)))
+    earlier = track("Order Completed", properties=order, timestamp=iso(now() - timedelta(minutes=50)))
+    ok(await post_batch(client, site, [later]))
+    assert await db.fetchval("SELECT message_id FROM event WHERE site_id = $1", site["id"]) == later["messageId"]
+    ok(await post_batch(client, site, [earlier]))  # arrives last, happened first: it is the order
+    rows = await db.fetch("SELECT message_id, is_order FROM event WHERE site_id = $1", site["id"])
+    assert [(r["message_id"], r["is_order"]) for r in rows] == [(earlier["messageId"], True)]
+    kept = await db.fetchval("SELECT message_id FROM duplicate_order WHERE site_id = $1", site["id"])
+    assert kept == later["messageId"]
 
 
 async def test_same_order_id_twice_in_one_batch_stored_once(
@@ -266,8 +295,9 @@ async def test_same_order_id_twice_in_one_batch_stored_once(
 ) -> None:
     order = {"order_id": 5005, "revenue": 10}
     body = ok(await post_batch(client, site, [track("Order Completed", properties=order) for _ in range(2)]))
-    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    assert (body["accepted"], body["duplicates"]) == (2, 0)
     assert await event_count(db, site["id"], event_name="Order Completed") == 1
+    assert (await quality_total(client, site))["duplicate_orders"] == 1
 
 
 async def test_same_order_id_for_another_event_name_is_kept(
@@ -964,6 +994,6 @@ async def test_an_order_id_counts_once_across_order_event_names(client: httpx.As
     alias = track("purchase", properties={"order_id": "o-1", "revenue": 10})
     refund = track("Order Refunded", properties={"order_id": "o-1", "revenue": 10})  # not an order: kept
     answer = await post_batch(client, site, [first, alias, refund])
-    assert (answer.json()["accepted"], answer.json()["duplicates"]) == (2, 1)
+    assert (answer.json()["accepted"], answer.json()["duplicates"]) == (3, 0)  # order ids are decided when deriving
     stored = await db.fetch("SELECT event_name, is_order FROM event WHERE site_id = $1 ORDER BY event_name", site["id"])
     assert [tuple(r) for r in stored] == [("Order Completed", True), ("Order Refunded", False)]

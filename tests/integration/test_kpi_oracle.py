@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from app.demo import generate_messages
-from tests.conftest import create_site, drain_rollups
+from tests.conftest import create_site, drain
 from tests.oracle import KPI_NAMES, Oracle, parse_ts
 
 START = datetime(2026, 2, 9, tzinfo=UTC)  # data: 2026-02-09 .. 2026-04-05 (UTC)
@@ -390,7 +390,7 @@ async def test_kpis_and_funnel_match_the_oracle(client: httpx.AsyncClient, datab
     site = await create_site(client, timezone="America/St_Johns")
     await _ingest(client, site, messages)
     problems = await _check_all(client, site["read_key"], oracle, source="events")
-    await drain_rollups(database_url)
+    await drain(database_url)
     problems += await _check_all(client, site["read_key"], oracle, source="rollups")
     assert not problems, _report(problems)
 
@@ -403,6 +403,6 @@ async def test_arrival_order_does_not_change_the_kpis(client: httpx.AsyncClient,
     random.Random(5).shuffle(shuffled)
     site = await create_site(client, timezone="UTC")
     await _ingest(client, site, shuffled)
-    await drain_rollups(database_url)
+    await drain(database_url)
     problems = await _check_all(client, site["read_key"], oracle, quick=True)
     assert not problems, _report(problems)

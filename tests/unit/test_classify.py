@@ -8,7 +8,7 @@ import pytest
 
 from app.domain.classify import classify, explain, value_of
 from app.domain.model import PersonHistory, Stage
-from app.rulesets import default_document, default_ruleset
+from app.pipeline.rulesets import default_document, default_ruleset
 from tests.factories import make_event, make_history, make_rule, make_ruleset, make_track
 
 RULES = default_ruleset()

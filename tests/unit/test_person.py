@@ -12,7 +12,7 @@ import pytest
 from app.domain.model import Event, Stage
 from app.domain.person import EventFacts, SessionFacts, derive_person
 from app.domain.rules import CompiledRuleset
-from app.rulesets import default_ruleset
+from app.pipeline.rulesets import default_ruleset
 from tests.factories import T0, make_event, make_page, make_purchase, make_rule, make_ruleset, make_track
 
 PERSON = "p1"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from app.domain.model import Event
 from app.domain.person import SessionFacts, derive_person_state, extend_person
-from app.rulesets import default_ruleset
+from app.pipeline.rulesets import default_ruleset
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 KINDS = [

@@ -1,4 +1,5 @@
-"""Background reclassification jobs: day by day, one transaction per day, resumable.
+"""Background reclassification jobs: day by day, one transaction per day (owned by
+`_reclassify_day`, under the site's derivation lock), resumable.
 
 A running job holds a session advisory lock; if its process dies the lock goes with the connection,
 and the next process to start resumes the job from its last committed day.
@@ -14,16 +15,14 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from app import derivation
 from app.domain.kpis import Granularity, buckets
-from app.rulesets import RulesetCache
+from app.pipeline import derive
+from app.pipeline.rulesets import RulesetCache
 from app.store import jobs as store
 from app.store import locks as job_locks
-from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.jobs")
 MAX_JOBS_PER_PROCESS = 2  # each running job holds one pool connection
-DEADLOCK_ATTEMPTS = 3
 
 
 def _days(params: dict[str, Any]) -> list[tuple[datetime, datetime]]:
@@ -75,18 +74,10 @@ class JobRunner:
     async def _reclassify_day(
         self, conn: asyncpg.Connection, site_id: int, job_id: int, index: int, day: tuple[datetime, datetime]
     ) -> None:
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            try:
-                async with conn.transaction():
-                    await prefer_index_lookups(conn)
-                    ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    await derivation.reclassify_between(conn, site_id, *day, ruleset_for)
-                    await store.advance_job(conn, site_id, job_id, index + 1)
-                return
-            except asyncpg.DeadlockDetectedError:  # a writer took a person lock we wanted later
-                if attempt == DEADLOCK_ATTEMPTS:
-                    raise
-                log.info("job %s: deadlock on day %s, retrying", job_id, index)
+        async with conn.transaction():
+            ruleset_for = await self._rulesets.resolver(conn, site_id)
+            await derive.reclassify_between(conn, site_id, *day, ruleset_for)
+            await store.advance_job(conn, site_id, job_id, index + 1)
 
     async def _run_locked(self, conn: asyncpg.Connection, site_id: int, job_id: int) -> None:
         job = await store.get_job(conn, site_id, job_id)

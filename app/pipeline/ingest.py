@@ -1,38 +1,51 @@
-"""Group-commit writer: requests wait here until *their* events are committed (DESIGN §1).
+"""The ingest writer: requests wait here until *their* events are durably stored (DESIGN §1).
 
 Concurrent submissions are gathered for up to flush_max_wait_ms (or flush_max_events) and written
-per site in one transaction: ledgers, identity links, events, person facts, sessions, failed events.
-A submission's future resolves only after COMMIT; if the transaction fails it fails too (-> 503).
+per site in one transaction, owned by `Writer._write_site`: claim the messageIds (the dedupe
+ledger), COPY the fresh events into the inbox, keep the rejected messages and the counters. No
+person locks, no derivation, no triggers: derivation runs behind (app.pipeline.derive). A
+submission's future resolves only after COMMIT; if the transaction fails it fails too (-> 503).
+A site whose backlog of underived events passes max_backlog is answered 503 + Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 
-from app import derivation, metrics
+from app import metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
-from app.rulesets import RulesetCache
 from app.store import events as store
+from app.store import inbox
 from app.store import sites as site_store
-from app.store.locks import prefer_index_lookups
 
 log = logging.getLogger("racetrack.writer")
-MAX_ATTEMPTS = 3
+BACKLOG_CHECK_SECONDS = 1.0
 
 
 def _fail(submissions: Sequence[_Submission], error: Exception) -> None:
     for s in submissions:
         if not s.done.done():
             s.done.set_exception(error)
+
+
+async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
+    """Claim these events' messageIds and append the fresh ones to the inbox, in the caller's
+    transaction; the fresh ones (the others were stored before)."""
+    claimed = await store.claim_message_ids(conn, site_id, [e.message_id for e in events])
+    fresh = [e for e in events if e.message_id in claimed]
+    await inbox.append(conn, site_id, fresh)
+    return fresh
 
 
 class SiteGone(Exception):
@@ -54,10 +67,12 @@ class _Submission:
 
 
 class Writer:
-    def __init__(self, pool: asyncpg.Pool, rulesets: RulesetCache, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, on_commit: Callable[[], None] = lambda: None) -> None:
         self._pool = pool
-        self._rulesets = rulesets
         self._settings = settings
+        self._on_commit = on_commit  # e.g. wake this process's deriver
+        self._backlogs: dict[int, tuple[float, int]] = {}  # site -> (checked at, waiting events)
+        self._shard = random.randrange(32_767)  # this writer's ingest_counter rows
         self._queue: list[_Submission] = []
         self._pending_events = 0
         self._wakeup = asyncio.Event()
@@ -66,8 +81,10 @@ class Writer:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, pool: asyncpg.Pool, rulesets: RulesetCache, settings: Settings) -> AsyncIterator[Writer]:
-        writer = cls(pool, rulesets, settings)
+    async def running(
+        cls, pool: asyncpg.Pool, settings: Settings, on_commit: Callable[[], None] = lambda: None
+    ) -> AsyncIterator[Writer]:
+        writer = cls(pool, settings, on_commit)
         writer._task = asyncio.create_task(writer._run(), name="racetrack-writer")
         try:
             yield writer
@@ -81,12 +98,25 @@ class Writer:
             raise Unavailable("shutting down, retry later", "shutting_down", self._settings.retry_after_seconds)
         if self._pending_events + len(events) > self._settings.writer_max_pending:
             raise Unavailable("writer saturated, retry later", "writer_saturated", self._settings.retry_after_seconds)
+        if events and await self._backlog(site_id) >= self._settings.max_backlog:
+            raise Unavailable("derivation is behind, retry later", "backlog_full", self._settings.retry_after_seconds)
         submission = _Submission(site_id, events, failures)
         self._queue.append(submission)
         self._pending_events += len(events)
         if self._pending_events >= self._settings.flush_max_events or len(self._queue) == 1:
             self._wakeup.set()
         return await asyncio.shield(submission.done)
+
+    async def _backlog(self, site_id: int) -> int:
+        """The site's underived events, re-counted at most once a second (up to max_backlog)."""
+        checked = self._backlogs.get(site_id)
+        now = time.monotonic()
+        if checked is None or now - checked[0] > BACKLOG_CHECK_SECONDS:
+            self._backlogs[site_id] = (now, checked[1] if checked else 0)  # one check at a time
+            async with self._pool.acquire() as conn:
+                waiting = await inbox.backlog(conn, site_id, self._settings.max_backlog)
+            checked = self._backlogs[site_id] = (time.monotonic(), waiting)
+        return checked[1]
 
     async def drain(self) -> None:
         """Write what is queued, then stop (SIGTERM path)."""
@@ -155,32 +185,23 @@ class Writer:
                 s.done.set_result(Written(accepted, len(s.events) - accepted))
 
     async def _write_site(self, site_id: int, submissions: list[_Submission]) -> dict[str, _Submission]:
-        events = [e for s in submissions for e in s.events]
-        failures = [f for s in submissions for f in s.failures]
         owner: dict[str, _Submission] = {}
+        unique: list[IncomingEvent] = []
         for s in submissions:
             for e in s.events:
-                owner.setdefault(e.message_id, s)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await prefer_index_lookups(conn)
-                    if not await site_store.lock_site(conn, site_id):
-                        raise SiteGone(site_id)
-                    ruleset_for = await self._rulesets.resolver(conn, site_id)
-                    result = await derivation.store_events(conn, site_id, events, ruleset_for)
-                    await store.insert_failed(conn, site_id, failures)
-                    await store.count_ingest(
-                        conn,
-                        site_id,
-                        datetime.now(UTC),
-                        len(result.stored),
-                        len(events) - len(result.stored),
-                        len(failures),
-                    )
-                return {m: owner[m] for m in result.stored}
-            except asyncpg.DeadlockDetectedError:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                log.info("deadlock on flush for site %s, retrying", site_id)
-        raise AssertionError("unreachable")
+                if e.message_id not in owner:  # within a flush, the first copy wins
+                    owner[e.message_id] = s
+                    unique.append(e)
+        failures = [f for s in submissions for f in s.failures]
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await site_store.lock_site(conn, site_id):
+                raise SiteGone(site_id)
+            fresh = await append(conn, site_id, unique)
+            await store.insert_failed(conn, site_id, failures)
+            copies = sum(len(s.events) for s in submissions)
+            await store.count_ingest(
+                conn, site_id, self._shard, datetime.now(UTC), len(fresh), copies - len(fresh), len(failures)
+            )
+        if fresh:
+            self._on_commit()
+        return {e.message_id: owner[e.message_id] for e in fresh}

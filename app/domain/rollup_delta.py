@@ -1,0 +1,233 @@
+"""What one derivation changes in the rollups, computed from the facts it has just derived. Pure.
+
+A person's *contribution* to the rollups is a function of their events' facts and their sessions:
+counters per (15-minute slot, session groups), and their person number in the sets of every unit
+(slot, hour, local day) and group their events fall in. A derivation knows, for every person it
+touches, the contribution before and after:
+- a person extended by later events adds the new events' counters and set memberships, and their
+  sessions' new rows minus the old ones (counters only add; a set only gains members);
+- a person derived again from all their events (a late event, a relink, an order copy that lost
+  its place, a reclassification) subtracts the whole old contribution and adds the new one; set
+  memberships that went away become removals, so distinct counts stay exact.
+The result is one part per touched (dimension, unit, group): counter deltas, persons added and
+persons removed (disjoint), which the store appends after the key's earlier parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from pyroaring import BitMap
+
+from app.domain.rollup import (
+    DAY,
+    EVENT_COUNTERS,
+    HOUR,
+    QUARTER,
+    SESSION_COUNTERS,
+    Rollup,
+    Unit,
+    hour_of,
+    local_day,
+    on_quarter,
+    quarter_of,
+)
+
+NO_VALUE = "(none)"
+DIMENSIONS = ("", "channel", "peso", "source", "medium", "campaign", "device")  # '' is the undivided total
+SET_OF = ("visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons", "convert_persons",
+          "engage_persons")  # fmt: skip
+Groups = tuple[str, ...]  # one value per DIMENSIONS entry
+
+
+class SessionLike(Protocol):
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime: ...
+    @property
+    def is_bounce(self) -> bool: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def peso(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def campaign_source(self) -> str | None: ...
+    @property
+    def campaign_medium(self) -> str | None: ...
+    @property
+    def campaign_name(self) -> str | None: ...
+
+
+def groups_of(session: SessionLike) -> Groups:
+    """A session's group in every dimension (an event counts under its session's groups)."""
+    return ("", session.channel, session.peso, session.campaign_source or NO_VALUE,
+            session.campaign_medium or NO_VALUE, session.campaign_name or NO_VALUE, session.device)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """What the rollups need of one stored, non-bot event."""
+
+    event_at: datetime
+    type: str
+    channel: str
+    stage: str
+    goal: str | None
+    value: float | None
+    is_lead: bool
+    is_order: bool
+    is_first_event: bool
+    is_first_order: bool
+    is_repeat_order: bool
+    nps_score: float | None
+
+
+def _event_counters(f: Fact) -> list[float]:
+    revenue = (f.value or 0.0) if f.is_order else 0.0
+    offline = f.is_order and f.channel == "Offline"
+    nps = f.goal == "nps" and f.nps_score is not None
+    return [
+        f.is_first_event, f.type in ("page", "screen"), f.stage == "act", f.is_lead, f.is_order, revenue,
+        f.is_first_order, offline, revenue if offline else 0.0, f.stage == "engage", f.is_repeat_order, nps,
+        nps and f.nps_score is not None and f.nps_score >= 9, nps and f.nps_score is not None and f.nps_score <= 6,
+    ]  # fmt: skip
+
+
+def _sets_of(f: Fact) -> Iterable[int]:
+    """Indexes into SET_OF of the person sets this event puts its person in."""
+    yield 0
+    if f.is_lead:
+        yield 1
+    if f.is_order:
+        yield 2
+    if f.is_repeat_order:
+        yield 3
+    if f.stage == "act":
+        yield 4
+    elif f.stage == "convert":
+        yield 5
+    elif f.stage == "engage":
+        yield 6
+
+
+class RollupDelta:
+    """Accumulates one derivation's changes; `parts()` gives the rows to append."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self._zone = zone
+        self._units: dict[datetime, tuple[Unit, ...]] = {}
+        self._events: dict[tuple[datetime, Groups], list[float]] = {}
+        self._sessions: dict[tuple[datetime, Groups], list[float]] = {}
+        self._added: dict[tuple[datetime, Groups, int], set[int]] = {}  # per quarter: expanded later
+        self._removed: dict[tuple[Unit, str, str, int], set[int]] = {}
+        self._unit_added: dict[tuple[Unit, str, str, int], set[int]] = {}
+
+    def units_of(self, quarter: datetime) -> tuple[Unit, ...]:
+        units = self._units.get(quarter)
+        if units is None:
+            day = local_day(quarter, self._zone)
+            units = ((QUARTER, quarter), (HOUR, hour_of(quarter)))
+            if on_quarter(day[0]) and on_quarter(day[1]):
+                units += ((DAY, day[0]),)
+            self._units[quarter] = units
+        return units
+
+    # --- appended events: counters add, sets gain members -------------------------------------
+
+    def add_events(self, number: int, facts: Iterable[tuple[Fact, Groups]]) -> None:
+        """Events appended to a person: their counters, and the person in their sets."""
+        for fact, groups in facts:
+            quarter = self._count(fact, groups, 1)
+            for s in _sets_of(fact):
+                self._added.setdefault((quarter, groups, s), set()).add(number)
+
+    def _count(self, fact: Fact, groups: Groups, sign: int) -> datetime:
+        quarter = quarter_of(fact.event_at)
+        counters = self._events.get((quarter, groups))
+        if counters is None:
+            counters = self._events[(quarter, groups)] = [0.0] * len(EVENT_COUNTERS)
+        for i, value in enumerate(_event_counters(fact)):
+            if value:
+                counters[i] += sign * value
+        return quarter
+
+    def add_session(self, session: SessionLike, sign: int = 1) -> None:
+        key = (quarter_of(session.started_at), groups_of(session))
+        counters = self._sessions.get(key)
+        if counters is None:
+            counters = self._sessions[key] = [0.0] * len(SESSION_COUNTERS)
+        counters[0] += sign
+        counters[1] += sign * session.is_bounce
+        counters[2] += sign * (session.ended_at - session.started_at).total_seconds()
+
+    # --- a person derived again: the old contribution out, the new one in ----------------------
+
+    def replace_person(
+        self,
+        old: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
+        new: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
+    ) -> None:
+        """`old` and `new`: (person number, facts with their session groups, sessions) of the
+        persons before and after; several when a relink merges persons."""
+        for sign, persons in ((-1, old), (1, new)):
+            for _, facts, sessions in persons:
+                for fact, groups in facts:
+                    self._count(fact, groups, sign)
+                for session in sessions:
+                    self.add_session(session, sign)
+        before = {(key, n) for n, facts, _ in old for key in self._memberships(facts)}
+        after = {(key, n) for n, facts, _ in new for key in self._memberships(facts)}
+        for key, n in before - after:
+            self._removed.setdefault(key, set()).add(n)
+        for key, n in after - before:
+            self._unit_added.setdefault(key, set()).add(n)
+
+    def _memberships(self, facts: Sequence[tuple[Fact, Groups]]) -> set[tuple[Unit, str, str, int]]:
+        found: set[tuple[Unit, str, str, int]] = set()
+        for fact, groups in facts:
+            units = self.units_of(quarter_of(fact.event_at))
+            for s in _sets_of(fact):
+                for unit in units:
+                    for dim, grp in zip(DIMENSIONS, groups, strict=True):
+                        found.add((unit, dim, grp, s))
+        return found
+
+    # --- the rows -------------------------------------------------------------------------------
+
+    def parts(self) -> list[tuple[str, Unit, str, Rollup]]:
+        """(dimension, unit, group, part) of every key this delta changes."""
+        out: dict[tuple[str, Unit, str], Rollup] = {}
+
+        def part(dim: str, unit: Unit, grp: str) -> Rollup:
+            found = out.get((dim, unit, grp))
+            if found is None:
+                found = out[(dim, unit, grp)] = Rollup()
+            return found
+
+        for counters_of, names in ((self._events, EVENT_COUNTERS), (self._sessions, SESSION_COUNTERS)):
+            for (quarter, groups), values in counters_of.items():
+                if not any(values):
+                    continue
+                for unit in self.units_of(quarter):
+                    for dim, grp in zip(DIMENSIONS, groups, strict=True):
+                        counters = part(dim, unit, grp).counters
+                        for name, value in zip(names, values, strict=True):
+                            counters[name] += value
+        added: dict[tuple[Unit, str, str, int], set[int]] = {k: set(v) for k, v in self._unit_added.items()}
+        for (quarter, groups, s), numbers in self._added.items():
+            for unit in self.units_of(quarter):
+                for dim, grp in zip(DIMENSIONS, groups, strict=True):
+                    added.setdefault((unit, dim, grp, s), set()).update(numbers)
+        for (unit, dim, grp, s), numbers in added.items():
+            part(dim, unit, grp).sets[SET_OF[s]] = BitMap(numbers)
+        for (unit, dim, grp, s), numbers in self._removed.items():
+            part(dim, unit, grp).removed[SET_OF[s]] = BitMap(numbers)
+        return [(dim, unit, grp, r) for (dim, unit, grp), r in out.items() if not r.is_empty()]
+

@@ -1,0 +1,183 @@
+"""SQL of the inbox: acknowledged events waiting to be derived (migration 0008).
+
+Ingestion COPYs events in; derivation reads a site's oldest rows, and in its own transaction moves
+them into `event` with their facts (one INSERT ... SELECT from a DELETE ... RETURNING). The table
+is range-partitioned on inbox_id (which becomes the event_id): ids only grow, so a partition
+behind every site's pending rows is empty and is dropped whole, whatever vacuum is doing. Functions
+take the connection first and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from app.domain.normalize import IncomingEvent
+
+PARTITION_SIZE = 1_000_000  # ids per partition (the migration made the first ones)
+PARTITIONS_AHEAD = 2
+LOCK_TIMEOUT = "100ms"  # partition DDL waits at most this long, and ingestion behind it no longer
+COLUMNS = (
+    "site_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "event_at",
+    "received_at", "sent_at", "properties", "traits", "context", "path", "url", "referrer", "campaign",
+    "channel", "device", "session_hint", "is_bot",
+)  # fmt: skip
+# what derivation reads of a row (traits and context go from inbox to event without Python)
+DERIVE_COLUMNS = (
+    "inbox_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "event_at",
+    "properties", "path", "url", "referrer", "campaign", "channel", "device", "session_hint", "is_bot",
+)  # fmt: skip
+FACT_COLUMNS = (
+    "person_id", "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
+    "is_repeat_order", "session_key", "nps_score", "ruleset_version",
+)  # fmt: skip
+FACT_TYPES = ("text", "text", "text", "float8", "bool", "bool", "bool", "bool", "bool", "text", "float8", "int4")
+
+
+async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
+    if events:
+        await conn.copy_records_to_table("inbox", columns=COLUMNS, records=[_record(site_id, e) for e in events])
+
+
+def _record(site_id: int, e: IncomingEvent) -> tuple[Any, ...]:
+    return (
+        site_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, e.event_at,
+        e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer, e.campaign,
+        e.channel, e.device, e.session_hint, e.is_bot,
+    )  # fmt: skip
+
+
+async def pending_sites(conn: asyncpg.Connection) -> list[int]:
+    """Sites with rows in the inbox: a skip scan of the primary key, one probe per site."""
+    rows = await conn.fetch(
+        """WITH RECURSIVE s(site_id) AS (
+             (SELECT site_id FROM inbox ORDER BY site_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT i.site_id FROM inbox i WHERE i.site_id > s.site_id ORDER BY i.site_id LIMIT 1)
+             FROM s WHERE s.site_id IS NOT NULL)
+           SELECT site_id FROM s WHERE site_id IS NOT NULL"""
+    )
+    return [r["site_id"] for r in rows]
+
+
+async def take(conn: asyncpg.Connection, site_id: int, limit: int) -> list[Any]:
+    """The site's oldest rows (as derivation reads them)."""
+    rows: list[Any] = await conn.fetch(
+        f"SELECT {', '.join(DERIVE_COLUMNS)} FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT $2",
+        site_id, limit,
+    )  # fmt: skip
+    return rows
+
+
+async def move_to_events(
+    conn: asyncpg.Connection, site_id: int, taken: Sequence[int], facts: Sequence[tuple[Any, ...]]
+) -> None:
+    """Delete the taken rows; the ones with facts (inbox_id, *FACT_COLUMNS) become events."""
+    columns = [list(c) for c in zip(*facts, strict=True)] if facts else [[] for _ in range(len(FACT_COLUMNS) + 1)]
+    params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(("int8", *FACT_TYPES)))
+    moved = ", ".join(f"m.{c}" for c in COLUMNS)
+    await conn.execute(
+        f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id = ANY($2::int8[]) RETURNING *)
+            INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(FACT_COLUMNS)})
+            SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in FACT_COLUMNS)}
+            FROM m JOIN unnest({params}) AS f(inbox_id, {", ".join(FACT_COLUMNS)}) ON f.inbox_id = m.inbox_id""",
+        site_id, list(taken), *columns,
+    )  # fmt: skip
+
+
+async def move_to_duplicates(conn: asyncpg.Connection, site_id: int, losers: dict[int, str]) -> None:
+    """Copies of an order that lost to an earlier copy (inbox_id -> order id) are kept aside."""
+    if losers:
+        await conn.execute(
+            """INSERT INTO duplicate_order (site_id, event_id, order_id, message_id, event_at, received_at,
+                                            anonymous_id, user_id, properties)
+               SELECT i.site_id, i.inbox_id, l.order_id, i.message_id, i.event_at, i.received_at, i.anonymous_id,
+                      i.user_id, i.properties
+               FROM inbox i JOIN unnest($2::int8[], $3::text[]) AS l(inbox_id, order_id) ON l.inbox_id = i.inbox_id
+               WHERE i.site_id = $1 AND i.inbox_id = ANY($2::int8[])""",
+            site_id, list(losers), list(losers.values()),
+        )  # fmt: skip
+
+
+# --- how far behind -----------------------------------------------------------------------------
+
+
+async def newest_id(conn: asyncpg.Connection, site_id: int) -> int | None:
+    value: int | None = await conn.fetchval("SELECT max(inbox_id) FROM inbox WHERE site_id = $1", site_id)
+    return value
+
+
+async def pending_through(conn: asyncpg.Connection, site_id: int, inbox_id: int) -> bool:
+    """Is any row up to this id still waiting?"""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM inbox WHERE site_id = $1 AND inbox_id <= $2)", site_id, inbox_id
+        )
+    )
+
+
+async def oldest_received(conn: asyncpg.Connection, site_id: int | None = None) -> datetime | None:
+    """When the oldest waiting row (of a site, or of any) was received."""
+    if site_id is None:
+        value: datetime | None = await conn.fetchval("SELECT min(received_at) FROM inbox")
+    else:
+        value = await conn.fetchval(
+            "SELECT received_at FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT 1", site_id
+        )
+    return value
+
+
+async def backlog(conn: asyncpg.Connection, site_id: int | None, cap: int) -> int:
+    """Waiting rows (of a site, or of all), counted up to cap."""
+    if site_id is None:
+        sql = "SELECT count(*) FROM (SELECT 1 FROM inbox LIMIT $1) b"
+        return int(await conn.fetchval(sql, cap))
+    sql = "SELECT count(*) FROM (SELECT 1 FROM inbox WHERE site_id = $1 LIMIT $2) b"
+    return int(await conn.fetchval(sql, site_id, cap))
+
+
+# --- partitions ---------------------------------------------------------------------------------
+
+
+async def rotate_partitions(conn: asyncpg.Connection) -> tuple[int, int]:
+    """Make the partitions ahead of the current id, drop the empty ones behind it; (made, dropped).
+    Brief locks only (lock_timeout): a partition that cannot be had now is handled next time."""
+    current = int(await conn.fetchval("SELECT last_value FROM event_event_id_seq"))
+    rows = await conn.fetch(
+        """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = 'inbox'::regclass AND c.relname LIKE 'inbox\\_p%'"""
+    )
+    ranges = {r["relname"]: int(r["relname"].removeprefix("inbox_p")) * PARTITION_SIZE for r in rows}
+    made = dropped = 0
+    first = current // PARTITION_SIZE
+    for index in range(first, first + PARTITIONS_AHEAD + 1):
+        name = f"inbox_p{index}"
+        if name in ranges:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF inbox "
+                    f"FOR VALUES FROM ({index * PARTITION_SIZE}) TO ({(index + 1) * PARTITION_SIZE})"
+                )
+            made += 1
+        except (asyncpg.LockNotAvailableError, asyncpg.CheckViolationError):
+            continue  # busy, or rows of that range wait in the default partition: next time
+    for name, start in sorted(ranges.items(), key=lambda kv: kv[1]):
+        if start + PARTITION_SIZE > current:
+            continue  # ids may still be handed out in it
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")  # no insert in flight
+                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})"):
+                    continue
+                await conn.execute(f"DROP TABLE {name}")
+            dropped += 1
+        except asyncpg.LockNotAvailableError:
+            continue
+    return made, dropped
