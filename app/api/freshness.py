@@ -43,8 +43,12 @@ async def wait_for_derivation(conn: asyncpg.Connection, site_id: int, wait_secon
         await asyncio.sleep(POLL_SECONDS)
     oldest = await inbox.oldest_received(conn, site_id)
     now = datetime.now(UTC)
-    through = oldest if oldest is not None and oldest < now else now
-    return Freshness(through, (now - through).total_seconds(), complete)
+    if oldest is not None:
+        return Freshness(oldest, max(0.0, (now - oldest).total_seconds()), complete)
+    # nothing waits: everything received is derived; the site's last derivation keeps answers (and
+    # their ETags) the same until new data arrives
+    last = await inbox.last_derived(conn, site_id)
+    return Freshness(last or now, 0.0, True)
 
 
 class FreshnessHeaders:

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from pyroaring import BitMap
 
 from app.domain.rollup import (
+    COUNTERS,
     DAY,
     EVENT_COUNTERS,
     HOUR,
@@ -176,6 +177,12 @@ class RollupDelta:
     ) -> None:
         """`old` and `new`: (person number, facts with their session groups, sessions) of the
         persons before and after; several when a relink merges persons."""
+        if not any(facts or sessions for _, facts, sessions in old):  # nothing to take out: appends
+            for number, facts, sessions in new:
+                self.add_events(number, facts)
+                for session in sessions:
+                    self.add_session(session)
+            return
         for sign, persons in ((-1, old), (1, new)):
             for _, facts, sessions in persons:
                 for fact, groups in facts:
@@ -201,33 +208,52 @@ class RollupDelta:
 
     # --- the rows -------------------------------------------------------------------------------
 
-    def parts(self) -> list[tuple[str, Unit, str, Rollup]]:
-        """(dimension, unit, group, part) of every key this delta changes."""
-        out: dict[tuple[str, Unit, str], Rollup] = {}
-
-        def part(dim: str, unit: Unit, grp: str) -> Rollup:
-            found = out.get((dim, unit, grp))
-            if found is None:
-                found = out[(dim, unit, grp)] = Rollup()
-            return found
-
-        for counters_of, names in ((self._events, EVENT_COUNTERS), (self._sessions, SESSION_COUNTERS)):
+    def changes(self) -> dict[tuple[str, Unit, str], Change]:
+        """Per (dimension, unit, group) this delta changes: counter deltas in COUNTERS order, and the
+        person numbers added to and removed from each set (indexes into SET_OF)."""
+        out: dict[tuple[str, Unit, str], Change] = {}
+        width = len(EVENT_COUNTERS) + len(SESSION_COUNTERS)
+        for counters_of, offset in ((self._events, 0), (self._sessions, len(EVENT_COUNTERS))):
             for (quarter, groups), values in counters_of.items():
-                if not any(values):
+                nonzero = [(offset + i, v) for i, v in enumerate(values) if v]
+                if not nonzero:
                     continue
                 for unit in self.units_of(quarter):
                     for dim, grp in zip(DIMENSIONS, groups, strict=True):
-                        counters = part(dim, unit, grp).counters
-                        for name, value in zip(names, values, strict=True):
-                            counters[name] += value
-        added: dict[tuple[Unit, str, str, int], set[int]] = {k: set(v) for k, v in self._unit_added.items()}
+                        change = out.get((dim, unit, grp))
+                        if change is None:
+                            change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
+                        counters = change.counters
+                        for i, v in nonzero:
+                            counters[i] += v
+        for source, removing in ((self._unit_added, False), (self._removed, True)):
+            for (unit, dim, grp, s), numbers in source.items():
+                change = out.get((dim, unit, grp))
+                if change is None:
+                    change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
+                (change.removed if removing else change.added).setdefault(s, set()).update(numbers)
         for (quarter, groups, s), numbers in self._added.items():
             for unit in self.units_of(quarter):
                 for dim, grp in zip(DIMENSIONS, groups, strict=True):
-                    added.setdefault((unit, dim, grp, s), set()).update(numbers)
-        for (unit, dim, grp, s), numbers in added.items():
-            part(dim, unit, grp).sets[SET_OF[s]] = BitMap(numbers)
-        for (unit, dim, grp, s), numbers in self._removed.items():
-            part(dim, unit, grp).removed[SET_OF[s]] = BitMap(numbers)
-        return [(dim, unit, grp, r) for (dim, unit, grp), r in out.items() if not r.is_empty()]
+                    change = out.get((dim, unit, grp))
+                    if change is None:
+                        change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
+                    change.added.setdefault(s, set()).update(numbers)
+        return out
 
+    def parts(self) -> list[tuple[str, Unit, str, Rollup]]:
+        """The changes as (dimension, unit, group, Rollup part)."""
+        out = []
+        for (dim, unit, grp), change in self.changes().items():
+            r = Rollup(dict(zip(COUNTERS, change.counters, strict=True)))
+            r.sets = {SET_OF[s]: BitMap(numbers) for s, numbers in change.added.items()}
+            r.removed = {SET_OF[s]: BitMap(numbers) for s, numbers in change.removed.items()}
+            out.append((dim, unit, grp, r))
+        return out
+
+
+@dataclass(slots=True)
+class Change:
+    counters: list[float]
+    added: dict[int, set[int]]
+    removed: dict[int, set[int]]

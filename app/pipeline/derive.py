@@ -234,7 +234,7 @@ async def write(conn: asyncpg.Connection, work: _Work, taken: Sequence[int]) -> 
         conn, work.site_id, changed=work.changed, sessions=work.sessions, gone_sessions=work.gone_sessions,
         states=work.states,
     )  # fmt: skip
-    await rollup.append(conn, work.site_id, work.delta.parts())
+    await rollup.append(conn, work.site_id, work.delta.changes())
 
 
 # --- one batch ----------------------------------------------------------------------------------

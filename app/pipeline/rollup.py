@@ -12,17 +12,18 @@ import asyncpg
 
 from app import metrics
 from app.domain.rollup import Unit, folded
+from app.domain.rollup_delta import Change
 from app.store import rollups as store
-from app.store.rollups import KeyRow, rollup_of
+from app.store.rollups import rollup_of
 
 COMPACT_AT = 8  # delta parts a key may gather before a derivation folds them
 
 
-async def append(conn: asyncpg.Connection, site_id: int, parts: Sequence[KeyRow]) -> None:
-    if not parts:
+async def append(conn: asyncpg.Connection, site_id: int, changes: dict[tuple[str, Unit, str], Change]) -> None:
+    if not changes:
         return
-    await store.append_parts(conn, site_id, await store.next_part(conn), parts)
-    crowded = await store.crowded_keys(conn, site_id, [(dim, unit, grp) for dim, unit, grp, _ in parts], COMPACT_AT)
+    await store.append_parts(conn, site_id, await store.next_part(conn), changes)
+    crowded = await store.crowded_keys(conn, site_id, list(changes), COMPACT_AT)
     await compact(conn, site_id, crowded)
 
 

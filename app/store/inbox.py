@@ -130,6 +130,14 @@ async def oldest_received(conn: asyncpg.Connection, site_id: int | None = None) 
     return value
 
 
+async def last_derived(conn: asyncpg.Connection, site_id: int) -> datetime | None:
+    """When the site's last derivation committed (its watermark row)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT derived_at FROM pipeline_watermark WHERE site_id = $1", site_id
+    )
+    return value
+
+
 async def backlog(conn: asyncpg.Connection, site_id: int | None, cap: int) -> int:
     """Waiting rows (of a site, or of all), counted up to cap."""
     if site_id is None:

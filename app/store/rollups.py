@@ -16,6 +16,7 @@ import asyncpg
 from pyroaring import BitMap
 
 from app.domain.rollup import COUNTERS, PERSON_SETS, QUARTER, Rollup, Unit
+from app.domain.rollup_delta import SET_OF, Change
 from app.store.kpi_queries import BREAKDOWNS
 
 SLOT = "date_bin('15 minutes', {col}, timestamptz '2000-01-01 00:00:00+00')"
@@ -23,6 +24,7 @@ SLOT = "date_bin('15 minutes', {col}, timestamptz '2000-01-01 00:00:00+00')"
 DIMENSIONS = [("", "''"), *BREAKDOWNS.items()]
 _DIM_VALUES = ", ".join(f"('{dim}', {expr})" for dim, expr in DIMENSIONS)
 REMOVED = tuple(f"{name}_removed" for name in PERSON_SETS)
+assert PERSON_SETS == SET_OF  # a change's set indexes are the columns' order
 COLUMNS = ("site_id", "dim", "level", "slot", "grp", "part", *COUNTERS, *PERSON_SETS, *REMOVED)
 KeyRow = tuple[str, Unit, str, Rollup]  # (dimension, unit, group, rollup)
 
@@ -155,8 +157,21 @@ async def next_part(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT nextval('rollup_part_seq')"))
 
 
-async def append_parts(conn: asyncpg.Connection, site_id: int, part: int, rows: Sequence[KeyRow]) -> None:
-    await _copy_rows(conn, site_id, rows, part)
+async def append_parts(
+    conn: asyncpg.Connection, site_id: int, part: int, changes: dict[tuple[str, Unit, str], Change]
+) -> None:
+    """One derivation's changes as delta parts with this part id (COPY)."""
+    records = []
+    for (dim, (level, slot), grp), change in changes.items():
+        added: list[bytes | None] = [None] * len(PERSON_SETS)
+        removed: list[bytes | None] = [None] * len(PERSON_SETS)
+        for s, numbers in change.added.items():
+            added[s] = BitMap(numbers).serialize()
+        for s, numbers in change.removed.items():
+            removed[s] = BitMap(numbers).serialize()
+        records.append((site_id, dim, level, slot, grp, part, *change.counters, *added, *removed))
+    if records:
+        await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
 
 
 def _key_arrays(keys: Sequence[tuple[str, Unit, str]]) -> list[list[Any]]:

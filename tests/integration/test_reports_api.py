@@ -242,7 +242,7 @@ async def test_race_funnel_keeps_its_answer_and_adds_medians(client: httpx.Async
     plain = await get(client, shop, "/v1/funnel", **MARCH)
     assert [set(s) for s in plain["steps"]] == [{"stage", "persons", "rate_from_previous", "rate_from_top"}] * 4
     body = await get(client, shop, "/v1/funnel", **MARCH, medians="true")
-    assert set(body) == {"site", "from", "to", "tz", "steps"}
+    assert set(body) == {"site", "from", "to", "tz", "freshness", "steps"}
     got = [
         (s["stage"], s["persons"], s["rate_from_previous"], s["rate_from_top"], s["median_seconds_from_previous"])
         for s in body["steps"]
@@ -393,6 +393,7 @@ async def test_quality_counts_by_receipt(client: httpx.AsyncClient) -> None:
         "rejected_by_reason": {"future_timestamp": 1, "invalid_type": 1, "missing_event": 2},
         "bots": 2,
         "late": 2,
+        "duplicate_orders": 0,
     }
     days = await get(client, site, "/v1/quality", **period, granularity="day")
     assert len(days["buckets"]) == 3

@@ -1,6 +1,7 @@
 """Rollups stay exactly equal to the KPI definitions (the oracle) and to answers computed from the
-events, after late events, identity links that merge persons, and a reclassification; the
-background refresher catches up within 5 seconds; a read right after a write includes it."""
+events, after late events, identity links that merge persons, and a reclassification, whatever the
+size of the derivation batches and however often parts are compacted; a read right after a write
+includes it."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
 
 from app.demo import generate_messages
-from app.store.locks import lock_key
-from tests.conftest import create_site
+from tests.conftest import create_site, drain
 from tests.integration.test_admin_api import _wait_job, admin
 from tests.integration.test_kpi_oracle import DAYS, FROM, SEED, START, TO, _check_all, _ingest, _report
 from tests.oracle import Oracle
 
 PERSONS = 160
-FRESH_WITHIN = 5.0  # seconds (DESIGN §7)
 
 
 def _late_orders(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -61,18 +59,6 @@ def _links(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
         }
         for anon in anonymous[:count]
     ]
-
-
-async def _wait_for_refresher(db: asyncpg.Connection, site_id: int) -> float:
-    """Seconds until the background refresher has taken every logged slot of the site."""
-    started = asyncio.get_running_loop().time()
-    logs = """SELECT (SELECT count(*) FROM rollup_dirty WHERE site_id = $1)
-                     + (SELECT count(*) FROM rollup_new_events WHERE site_id = $1)
-                     + (SELECT count(*) FROM rollup_session_delta WHERE site_id = $1)"""
-    while await db.fetchval(logs, site_id):
-        assert asyncio.get_running_loop().time() - started < FRESH_WITHIN, "rollups not fresh within 5 s"
-        await asyncio.sleep(0.05)
-    return asyncio.get_running_loop().time() - started
 
 
 async def _same_from_both(client: httpx.AsyncClient, key: str, path: str, params: dict[str, Any]) -> list[str]:
@@ -114,13 +100,11 @@ async def test_rollups_stay_exact_through_late_events_links_and_reclassification
     site = await create_site(client, timezone="Europe/Berlin")  # local days are not UTC days
     cut = len(messages) * 2 // 3
     await _ingest(client, site, messages[:cut])
-    await _wait_for_refresher(db, site["id"])
+    await drain()
 
     rest = messages[cut:] + _late_orders(messages, 12) + _links(messages, 15)
     random.Random(9).shuffle(rest)
     await _ingest(client, site, rest)
-    lag = await _wait_for_refresher(db, site["id"])
-    assert lag < FRESH_WITHIN
     every = messages[:cut] + rest
     problems = await _check_all(client, site["read_key"], Oracle(every), source="rollups")
     assert not problems, _report(problems)
@@ -136,7 +120,6 @@ async def test_rollups_stay_exact_through_late_events_links_and_reclassification
     job = await client.post("/v1/reclassify", json=period, headers=admin(site))
     assert job.status_code == 202, job.text
     assert (await _wait_job(client, site, job.json()["id"]))["status"] == "done"
-    await _wait_for_refresher(db, site["id"])
     problems = []
     for path, params in QUERIES:
         problems += await _same_from_both(
@@ -174,11 +157,10 @@ async def test_purging_a_site_removes_its_rollups(client: httpx.AsyncClient, db:
     site = await create_site(client, timezone="UTC")
     page = {"type": "page", "anonymousId": "a", "messageId": "m1", "timestamp": "2026-05-01T10:00:00Z"}
     assert (await client.post("/v1/batch", json={"batch": [page]}, auth=(site["write_key"], ""))).status_code == 200
-    await _wait_for_refresher(db, site["id"])
     assert await db.fetchval("SELECT count(*) FROM rollup WHERE site_id = $1", site["id"]) > 0
     gone = await client.delete(f"/v1/sites/{site['id']}", headers={"Authorization": f"Bearer {ROOT_TOKEN}"})
     assert gone.status_code in (200, 204), gone.text
-    for table in ("rollup", "rollup_dirty", "rollup_new_events", "rollup_session_delta", "person_number"):
+    for table in ("rollup", "inbox", "person_number", "pipeline_watermark", "event"):
         assert await db.fetchval(f"SELECT count(*) FROM {table} WHERE site_id = $1", site["id"]) == 0, table
 
 
@@ -193,7 +175,7 @@ async def test_operators_rebuild_puts_damaged_rollups_right(
     pages = [{"type": "page", "anonymousId": f"a{n}", "messageId": f"m{n}", "timestamp": f"2026-05-0{n}T10:00:00Z"}
              for n in range(1, 4)]  # fmt: skip
     assert (await client.post("/v1/batch", json={"batch": pages}, auth=(site["write_key"], ""))).status_code == 200
-    await _wait_for_refresher(db, site["id"])
+    await drain()
     await db.execute("UPDATE rollup SET pageviews = 999 WHERE site_id = $1", site["id"])  # hand-made damage
     racetrack = Path(sys.executable).parent / "racetrack"
     rebuild = await asyncio.create_subprocess_exec(
@@ -208,37 +190,42 @@ async def test_operators_rebuild_puts_damaged_rollups_right(
     assert [r["slot"].day for r in damaged] == [1]  # only what was outside --from/--to stays damaged
 
 
-async def test_small_refresh_batches_never_count_an_event_twice(
-    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str, monkeypatch: Any
+async def test_one_event_batches_and_eager_compaction_never_count_an_event_twice(
+    database_url: str, monkeypatch: Any
 ) -> None:
-    """Deltas taken a few at a time while the same slots are also marked for recomputation: a slot
-    recomputed from the events must not get a delta of an event it already holds."""
-    from app import rollups
-    from app.store.database import create_pool
+    """Derivation one event at a time, late events re-deriving persons (their old contribution out,
+    the new one in), parts compacted after every second one: the rollups equal the events."""
+    from asgi_lifespan import LifespanManager
 
-    monkeypatch.setattr(rollups, "DELTA_ROWS_PER_REFRESH", 1)
-    monkeypatch.setattr(rollups, "SESSION_ROWS", 1)
-    site = await create_site(client, timezone="UTC")
-    await db.execute("SELECT pg_advisory_lock($1)", lock_key("rollup", site["id"], ""))  # hold the refreshers off
-    try:
-        for n in range(6):
-            page = {"type": "page", "anonymousId": f"p{n % 3}", "messageId": f"m{n}",
-                    "timestamp": f"2026-05-01T10:0{n}:00Z"}  # fmt: skip
-            answer = await client.post("/v1/batch", json={"batch": [page]}, auth=(site["write_key"], ""))
-            assert answer.status_code == 200
-        # the same slot marked for recomputation too (as a relink would)
-        await db.execute("INSERT INTO rollup_dirty (site_id, slot) VALUES ($1, '2026-05-01 10:00:00+00')", site["id"])
-    finally:
-        await db.execute("SELECT pg_advisory_unlock($1)", lock_key("rollup", site["id"], ""))
-    pool = await create_pool(database_url, 1, 1)
-    try:
-        async with pool.acquire() as conn:
-            more = True
-            while more:
-                _, more = await rollups.refresh_site(conn, site["id"], ZoneInfo("UTC"))
-    finally:
-        await pool.close()
-    problems = await _same_from_both(
-        client, site["read_key"], "/v1/kpis", {"from": "2026-05-01", "to": "2026-05-02", "granularity": "day"}
-    )
-    assert not problems, problems
+    from app.config import Settings
+    from app.main import create_app
+    from app.pipeline import derive, rollup
+    from app.store.database import create_pool
+    from tests.conftest import ROOT_TOKEN
+
+    monkeypatch.setattr(rollup, "COMPACT_AT", 2)
+    settings = Settings(database_url=database_url, admin_token=ROOT_TOKEN, deriver=False, read_wait_seconds=0)
+    app = create_app(settings)  # ingestion only: this test derives, one event per batch
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://racetrack.test") as client:
+            site = await create_site(client, timezone="UTC")
+            for n in (5, 3, 4, 0, 1, 2):  # arrival order is not event order
+                page = {"type": "page", "anonymousId": f"p{n % 3}", "messageId": f"m{n}",
+                        "timestamp": f"2026-05-01T10:0{n}:00Z"}  # fmt: skip
+                answer = await client.post("/v1/batch", json={"batch": [page]}, auth=(site["write_key"], ""))
+                assert answer.status_code == 200
+            identify = {"type": "identify", "anonymousId": "p1", "userId": "u1", "messageId": "i1",
+                        "timestamp": "2026-05-01T10:09:00Z"}  # fmt: skip
+            assert (await client.post("/v1/batch", json={"batch": [identify]}, auth=(site["write_key"], ""))).is_success
+            pool = await create_pool(database_url, 1, 2)
+            try:
+                assert await derive.drain(pool, batch=1) == 7
+                parts = await pool.fetchval("SELECT max(part) FROM rollup WHERE site_id = $1", site["id"])
+            finally:
+                await pool.close()
+            assert parts is not None
+            problems = await _same_from_both(
+                client, site["read_key"], "/v1/kpis", {"from": "2026-05-01", "to": "2026-05-02", "granularity": "day"}
+            )
+            assert not problems, problems
