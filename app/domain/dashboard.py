@@ -80,6 +80,8 @@ def previous_period(preset: str, period: Period) -> Period:
     days of the month before), else the same number of days just before."""
     if preset in ("this_month", "last_month"):
         start = month_of_index(month_index(period.start) - 1)
+        if preset == "last_month":
+            return Period(start, period.start)
         return Period(start, min(start + timedelta(days=period.days), period.start))
     return Period(period.start - timedelta(days=period.days), period.start)
 
