@@ -2,7 +2,8 @@
 site, and Debian's chromium driven by Playwright (no browser download). Without chromium or
 Playwright every test here skips, saying which is missing.
 
-Screenshots and the server's log go to RACETRACK_TEST_OUTPUT (default: test-output/dashboard)."""
+The server, the demo site and the browser live as long as a test module (no server process keeps
+refreshing rollups on the test database while the rest of the suite runs). Screenshots and the server's log go to RACETRACK_TEST_OUTPUT (default: test-output/dashboard)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Server:
     log: Path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(database_url: str, output_dir: Path) -> Iterator[Server]:
     reason = _missing_browser()
     if reason:
@@ -102,7 +103,7 @@ class Demo:
     targets: dict[str, float] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def demo(server: Server, database_url: str) -> Demo:
     from app.demo import load_demo
 
@@ -128,7 +129,7 @@ async def api(server: Server, demo: Demo) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser(server: Server) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
