@@ -3,7 +3,8 @@ site, and Debian's chromium driven by Playwright (no browser download). Without 
 Playwright every test here skips, saying which is missing.
 
 The server, the demo site and the browser live as long as a test module (no server process keeps
-refreshing rollups on the test database while the rest of the suite runs). Screenshots and the server's log go to RACETRACK_TEST_OUTPUT (default: test-output/dashboard)."""
+refreshing rollups on the test database while the rest of the suite runs). Screenshots and the
+server's log go to RACETRACK_TEST_OUTPUT (default: test-output/dashboard)."""
 
 from __future__ import annotations
 
