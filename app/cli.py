@@ -115,6 +115,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
+    host, port = os.environ.get("RACETRACK_HOST", "127.0.0.1"), os.environ.get("RACETRACK_PORT", "8000")
+    summary["dashboard"] = f"http://{host}:{port}/ (sign in with the read_key, or the admin_key to edit targets)"
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
     return 0
 

@@ -13,6 +13,7 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")  # None: embedded PG
     admin_token: SecretStr | None = None
+    session_secret: SecretStr | None = None  # mixed into the dashboard's session signatures
     data_dir: Path = Path(".racetrack")
     pool_min_size: int = 2
     pool_max_size: int = 10

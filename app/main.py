@@ -17,6 +17,7 @@ from app.api.freshness import FreshnessHeaders
 from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
 from app.config import Settings
+from app.dashboard import views as dashboard
 from app.errors import add_error_handlers
 from app.jsonresponse import JSONAnswer
 from app.pipeline.derive import Deriver
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONAnswer,
+        docs_url=None,  # served by the dashboard with local Swagger UI assets (no CDN)
+        redoc_url=None,
     )
     add_error_handlers(app)
     for router in (
@@ -90,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.router,
     ):
         app.include_router(router)
+    dashboard.install(app)
     app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
     app.add_middleware(FreshnessHeaders)
     app.add_middleware(CORSEverywhere)

@@ -130,10 +130,11 @@ async def read_site(request: Request, conn: Conn) -> Site:
     return site
 
 
-def freshness(request: Request) -> dict[str, Any]:
-    """The answer's freshness fields (for a read that went through read_site)."""
-    fresh: Freshness = request.state.freshness
-    return fresh.fields()
+def freshness(request: Request) -> dict[str, Any] | None:
+    """The answer's freshness fields (None for a call that did not go through read_site, such as
+    the dashboard's own, which shows the lag in a panel of its own)."""
+    fresh: Freshness | None = getattr(request.state, "freshness", None)
+    return fresh.fields() if fresh else None
 
 
 async def admin_site(request: Request, conn: Conn) -> Site:

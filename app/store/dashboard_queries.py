@@ -1,0 +1,45 @@
+"""The few reads the dashboard needs beside the KPI endpoints: a signed-in site's key hashes (they
+sign its session cookie) and how fresh its numbers are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from app.store.sites import Site
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKeys:
+    site: Site
+    read_key_hash: str
+    admin_key_hash: str
+
+
+async def site_keys(conn: asyncpg.Connection, site_id: int) -> SiteKeys | None:
+    row = await conn.fetchrow(
+        "SELECT site_id, name, timezone, domains, read_key_hash, admin_key_hash FROM site WHERE site_id = $1",
+        site_id,
+    )
+    if row is None:
+        return None
+    site = Site(row["site_id"], row["name"], row["timezone"], tuple(row["domains"] or ()))
+    return SiteKeys(site, row["read_key_hash"], row["admin_key_hash"])
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    last_received_at: datetime | None  # the newest stored event
+    oldest_pending_at: datetime | None  # the oldest write the rollups do not include yet
+
+
+async def freshness(conn: asyncpg.Connection, site_id: int) -> Freshness:
+    row = await conn.fetchrow(
+        """SELECT (SELECT max(received_at) FROM event WHERE site_id = $1) AS last_received,
+                  (SELECT received_at FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT 1) AS oldest_pending""",
+        site_id,
+    )
+    assert row is not None
+    return Freshness(row["last_received"], row["oldest_pending"])
