@@ -211,34 +211,50 @@ class RollupDelta:
     def changes(self) -> dict[tuple[str, Unit, str], Change]:
         """Per (dimension, unit, group) this delta changes: counter deltas in COUNTERS order, and the
         person numbers added to and removed from each set (indexes into SET_OF)."""
-        out: dict[tuple[str, Unit, str], Change] = {}
         width = len(EVENT_COUNTERS) + len(SESSION_COUNTERS)
+        # first onto each dimension per quarter (many group tuples share a dimension's value), then
+        # each quarter's rows onto its hour and day: 7 + 3 steps per entry instead of 7 x 3
+        counters: dict[tuple[datetime, int, str], list[float]] = {}
         for counters_of, offset in ((self._events, 0), (self._sessions, len(EVENT_COUNTERS))):
             for (quarter, groups), values in counters_of.items():
                 nonzero = [(offset + i, v) for i, v in enumerate(values) if v]
                 if not nonzero:
                     continue
-                for unit in self.units_of(quarter):
-                    for dim, grp in zip(DIMENSIONS, groups, strict=True):
-                        change = out.get((dim, unit, grp))
-                        if change is None:
-                            change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
-                        counters = change.counters
-                        for i, v in nonzero:
-                            counters[i] += v
+                for d, grp in enumerate(groups):
+                    found = counters.get((quarter, d, grp))
+                    if found is None:
+                        found = counters[(quarter, d, grp)] = [0.0] * width
+                    for i, v in nonzero:
+                        found[i] += v
+        members: dict[tuple[datetime, int, str, int], set[int]] = {}
+        for (quarter, groups, s), numbers in self._added.items():
+            for d, grp in enumerate(groups):
+                found_set = members.get((quarter, d, grp, s))
+                if found_set is None:
+                    members[(quarter, d, grp, s)] = set(numbers)
+                else:
+                    found_set |= numbers
+        out: dict[tuple[str, Unit, str], Change] = {}
+
+        def change_of(key: tuple[str, Unit, str]) -> Change:
+            change = out.get(key)
+            if change is None:
+                change = out[key] = Change([0.0] * width, {}, {})
+            return change
+
+        for (quarter, d, grp), values in counters.items():
+            nonzero = [(i, v) for i, v in enumerate(values) if v]
+            for unit in self.units_of(quarter):
+                target = change_of((DIMENSIONS[d], unit, grp)).counters
+                for i, v in nonzero:
+                    target[i] += v
+        for (quarter, d, grp, s), numbers in members.items():
+            for unit in self.units_of(quarter):
+                change_of((DIMENSIONS[d], unit, grp)).added.setdefault(s, set()).update(numbers)
         for source, removing in ((self._unit_added, False), (self._removed, True)):
             for (unit, dim, grp, s), numbers in source.items():
-                change = out.get((dim, unit, grp))
-                if change is None:
-                    change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
+                change = change_of((dim, unit, grp))
                 (change.removed if removing else change.added).setdefault(s, set()).update(numbers)
-        for (quarter, groups, s), numbers in self._added.items():
-            for unit in self.units_of(quarter):
-                for dim, grp in zip(DIMENSIONS, groups, strict=True):
-                    change = out.get((dim, unit, grp))
-                    if change is None:
-                        change = out[(dim, unit, grp)] = Change([0.0] * width, {}, {})
-                    change.added.setdefault(s, set()).update(numbers)
         return out
 
     def parts(self) -> list[tuple[str, Unit, str, Rollup]]:

@@ -228,14 +228,17 @@ def _person_getter(name: str) -> Callable[[Event, PersonHistory], Any]:
 def lookup(properties: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     value: Any = properties
     for part in parts:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # dict first: no ABC check per event
             return None
         value = value.get(part)
     return value
 
 
 def as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is float or kind is int:  # the common cases first (bool is not int here: type(), not isinstance)
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value) if math.isfinite(value) else None

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from app.domain.normalize import IncomingEvent
+from app.store.batch import json_rows
 
 PARTITION_SIZE = 1_000_000  # ids per partition (the migration made the first ones)
 PARTITIONS_AHEAD = 2
@@ -76,15 +77,14 @@ async def move_to_events(
     conn: asyncpg.Connection, site_id: int, taken: Sequence[int], facts: Sequence[tuple[Any, ...]]
 ) -> None:
     """Delete the taken rows; the ones with facts (inbox_id, *FACT_COLUMNS) become events."""
-    columns = [list(c) for c in zip(*facts, strict=True)] if facts else [[] for _ in range(len(FACT_COLUMNS) + 1)]
-    params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(("int8", *FACT_TYPES)))
     moved = ", ".join(f"m.{c}" for c in COLUMNS)
+    facts_sql = json_rows(3, ("inbox_id", *FACT_COLUMNS), ("int8", *FACT_TYPES))
     await conn.execute(
         f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id = ANY($2::int8[]) RETURNING *)
             INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(FACT_COLUMNS)})
             SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in FACT_COLUMNS)}
-            FROM m JOIN unnest({params}) AS f(inbox_id, {", ".join(FACT_COLUMNS)}) ON f.inbox_id = m.inbox_id""",
-        site_id, list(taken), *columns,
+            FROM m JOIN ({facts_sql}) AS f ON f.inbox_id = m.inbox_id""",
+        site_id, list(taken), list(facts),
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import asyncpg
 
 from app.domain.model import Event
 from app.domain.person import EventFacts, PersonState, SessionFacts
+from app.store.batch import json_rows
 
 _LOAD = """
 SELECT event_id, person_id, anonymous_id, user_id, message_id, type, event_name, name, properties, path, url, referrer,
@@ -122,15 +123,13 @@ async def _upsert(
     conn: asyncpg.Connection, table: str, site_id: int, columns: Sequence[str], types: Sequence[str],
     rows: Sequence[tuple[Any, ...]], on_conflict: str,
 ) -> None:  # fmt: skip
-    """One INSERT ... SELECT FROM unnest(arrays) ON CONFLICT statement for all rows (not executemany)."""
+    """One INSERT ... SELECT ... ON CONFLICT statement for all rows (not executemany)."""
     if not rows:
         return
-    arrays = [list(column) for column in zip(*rows, strict=True)]
-    params = ", ".join(f"${i + 2}::{t}[]" for i, t in enumerate(types))
     await conn.execute(
         f"INSERT INTO {table} (site_id, {', '.join(columns)}) "
-        f"SELECT $1, * FROM unnest({params}) ON CONFLICT {on_conflict}",
-        site_id, *arrays,
+        f"SELECT $1, * FROM ({json_rows(2, columns, types)}) AS r ON CONFLICT {on_conflict}",
+        site_id, list(rows),
     )  # fmt: skip
 
 
@@ -160,14 +159,12 @@ def fact_values(f: EventFacts) -> tuple[object, ...]:
 
 
 async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[EventFacts]) -> None:
-    columns = list(zip(*(fact_values(f) for f in facts), strict=True))
-    params = ", ".join(f"${i + 3}::{t}[]" for i, t in enumerate(FACT_TYPES))
     sets = ", ".join(f"{c} = u.{c}" for c in FACT_COLUMNS)
+    rows = json_rows(2, ("event_id", *FACT_COLUMNS), ("int8", *FACT_TYPES))
     await conn.execute(
-        f"""UPDATE event SET {sets}
-            FROM unnest($2::bigint[], {params}) AS u(event_id, {", ".join(FACT_COLUMNS)})
+        f"""UPDATE event SET {sets} FROM ({rows}) AS u
             WHERE event.site_id = $1 AND event.event_id = u.event_id""",
-        site_id, [f.event_id for f in facts], *[list(c) for c in columns],
+        site_id, [(f.event_id, *fact_values(f)) for f in facts],
     )  # fmt: skip
 
 
