@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, reports, rules, sites, targets, trackers
+from app.api import failed, health, ingest, kpis, racejs, reports, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.ingest import FastIngest
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         failed.router,
         sites.router,
         health.router,
+        racejs.router,
     ):
         app.include_router(router)
     app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
