@@ -312,7 +312,8 @@ async def test_automated_browsers_are_not_tracked_unless_the_page_opts_in(
 async def test_global_privacy_control_is_honoured_when_the_site_asks(
     context: BrowserContext, page: Page, racetrack: Racetrack, pages: Pages, db: asyncpg.Connection
 ) -> None:
-    await context.add_init_script("Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})")
+    gpc = "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true})"
+    await context.add_init_script(gpc)
     site = await racetrack.create_site()
     sent = batches(page)
     await page.goto(pages.url("do-not-track.html", site["write_key"]))
