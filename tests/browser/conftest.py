@@ -1,11 +1,12 @@
 """Real-browser fixtures: Debian's chromium, headless, driven by Playwright's async API.
 
-- `browser` (session): one chromium for the whole run. Skipped, with the reason shown in pytest's
+Package-scoped (browser, server) so they are gone before the rest of the suite runs.
+- `browser`: one chromium for tests/browser. Skipped, with the reason shown in pytest's
   summary, when Playwright or the browser is missing (`CHROMIUM` names another binary).
 - `context` / `page` (per test): a fresh profile (empty localStorage and cookies) with a desktop
   Chrome user agent: headless chromium says "HeadlessChrome", which Racetrack stores as a bot.
-- `racetrack` (session): a real `racetrack serve` process on a free port, on the test database.
-- `pages` (session): a static server on another origin for tests/browser/pages/*.html, the way a
+- `racetrack`: a real `racetrack serve` process on a free port, on the test database.
+- `pages`: a static server on another origin for tests/browser/pages/*.html, the way a
   customer's site embeds race.js; `{{racetrack}}` and `{{key}}` in a page are filled in from the URL.
 - `wait_for(probe)`: polls until probe() is truthy (never a fixed sleep).
 """
@@ -59,7 +60,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def browser() -> AsyncIterator[Browser]:
     if async_playwright is None:
         pytest.skip("browser tests need Playwright: pip install -e '.[test]'")
@@ -92,7 +93,7 @@ async def page(context: BrowserContext) -> Page:
     return await context.new_page()
 
 
-async def wait_for(probe: Callable[[], Awaitable[T]], timeout: float = 15.0, what: str = "condition") -> T:
+async def wait_for(probe: Callable[[], Awaitable[T]], timeout: float = 30.0, what: str = "condition") -> T:
     """probe()'s first truthy answer, polled until `timeout` seconds; fails naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -139,7 +140,7 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"racetrack serve not ready after 60 s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def racetrack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Racetrack]:
     port = _free_port()
     log_path = tmp_path_factory.mktemp("racetrack") / "serve.log"
@@ -200,7 +201,7 @@ def _handler(racetrack_url: str) -> type[SimpleHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def pages(racetrack: Racetrack) -> Iterator[Pages]:
     # "localhost" while Racetrack is at 127.0.0.1: another site, as on the web (and a secure context)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(racetrack.url))
