@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, reports, rules, sites, targets, trackers
+from app.api import failed, health, ingest, kpis, racejs, reports, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.freshness import FreshnessHeaders
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         failed.router,
         sites.router,
         health.router,
+        racejs.router,
     ):
         app.include_router(router)
     dashboard.install(app)

@@ -19,7 +19,7 @@ def etag_of(body: bytes) -> str:
     return f'W/"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
 
 
-def _matches(if_none_match: str | None, tag: str) -> bool:
+def etag_matches(if_none_match: str | None, tag: str) -> bool:
     """Weak comparison (RFC 9110 §13.1.2): opaque tags equal with or without W/; '*' matches."""
     if not if_none_match:
         return False
@@ -31,7 +31,7 @@ def conditional(request: Request, response: Response) -> Response:
     """The answer with ETag and Cache-Control, or an empty 304 when If-None-Match matches it."""
     tag = etag_of(bytes(response.body))
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept, Authorization"}
-    if _matches(request.headers.get("if-none-match"), tag):
+    if etag_matches(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=headers)
     response.headers.update(headers)
     return response
