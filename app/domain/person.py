@@ -8,7 +8,7 @@ in event time (ties broken by messageId), so a late-arriving earlier event chang
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.domain.channels import peso_of
@@ -111,22 +111,6 @@ class PersonState:
     gap_last_at: datetime | None = None
 
 
-def _advance(state: PersonState, event: Event, facts: EventFacts) -> PersonState:
-    if event.is_bot:
-        return replace(state, last_event_at=event.event_at, last_message_id=event.message_id)
-    gap = (facts.session_key, event.event_at) if not event.session_hint else (state.gap_session_key, state.gap_last_at)
-    return PersonState(
-        last_event_at=event.event_at,
-        last_message_id=event.message_id,
-        first_seen_at=state.first_seen_at or event.event_at,
-        orders=state.orders + facts.is_order,
-        revenue=state.revenue + ((facts.value or 0.0) if facts.is_order else 0.0),
-        leads=state.leads + facts.is_lead,
-        gap_session_key=gap[0],
-        gap_last_at=gap[1],
-    )
-
-
 def extend_person(
     person_id: str,
     state: PersonState,
@@ -147,32 +131,44 @@ def extend_person(
     parts: dict[str, list[Event]] = {}
     # as in derive_person: "first seen" is the first human event overall, for every event
     first_seen = state.first_seen_at or next((e.event_at for e in ordered if not e.is_bot), None)
+    # the state walked forward in locals (one PersonState at the end, not one per event)
+    seen, orders, revenue, leads = state.first_seen_at, state.orders, state.revenue, state.leads
+    gap_key, gap_at = state.gap_session_key, state.gap_last_at
+    history = PersonHistory(orders, revenue, leads, first_seen)
     for event in ordered:
-        history = PersonHistory(state.orders, state.revenue, state.leads, first_seen)
+        if (history.orders_before, history.revenue_before, history.leads_before) != (orders, revenue, leads):
+            history = PersonHistory(orders, revenue, leads, first_seen)
         got = classify(event, history, ruleset_for(event.ruleset_version))
-        key = None if event.is_bot else _session_key(person_id, state, event)
-        if key is not None:
+        key = None
+        if not event.is_bot:
+            if event.session_hint:
+                key = f"{person_id}|s|{event.session_hint}"
+            elif gap_at is not None and event.event_at - gap_at <= SESSION_GAP:
+                assert gap_key is not None
+                key = gap_key
+            else:
+                key = f"{person_id}|t|{event.message_id}"
             parts.setdefault(key, []).append(event)
         is_order = got.order and not event.is_bot
-        fact = EventFacts(
+        facts.append(EventFacts(
             event_id=event.event_id, stage=got.stage, goal=got.goal, value=got.value, is_lead=got.lead,
-            is_order=got.order, is_first_event=not event.is_bot and state.first_seen_at is None,
-            is_first_order=is_order and state.orders == 0, is_repeat_order=is_order and state.orders > 0,
+            is_order=got.order, is_first_event=not event.is_bot and seen is None,
+            is_first_order=is_order and orders == 0, is_repeat_order=is_order and orders > 0,
             session_key=key, nps_score=_nps_score(event) if got.goal == NPS_GOAL else None,
             ruleset_version=got.ruleset_version,
-        )  # fmt: skip
-        facts.append(fact)
-        state = _advance(state, event, fact)
+        ))  # fmt: skip
+        if not event.is_bot:
+            seen = seen or event.event_at
+            if got.order:
+                orders += 1
+                revenue += got.value or 0.0
+            leads += got.lead
+            if not event.session_hint:
+                gap_key, gap_at = key, event.event_at
+    if ordered:
+        last = ordered[-1]
+        state = PersonState(last.event_at, last.message_id, seen, orders, revenue, leads, gap_key, gap_at)
     return facts, [_session(key, members) for key, members in parts.items()], state
-
-
-def _session_key(person_id: str, state: PersonState, event: Event) -> str:
-    if event.session_hint:
-        return f"{person_id}|s|{event.session_hint}"
-    if state.gap_last_at is not None and event.event_at - state.gap_last_at <= SESSION_GAP:
-        assert state.gap_session_key is not None
-        return state.gap_session_key
-    return f"{person_id}|t|{event.message_id}"
 
 
 def person_id_of(user_id: str | None, anonymous_id: str | None, links: Mapping[str, str]) -> str:
