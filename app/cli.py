@@ -34,10 +34,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     migrate(url)
     os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if (args.workers > 1 or settings.derive_processes) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
+    if settings.derive_processes:
+        _start_derivers(settings.derive_processes)
+        os.environ["RACETRACK_DERIVER"] = "false"  # the workers serve; the deriver processes derive
     # uvicorn drains, then re-raises SIGTERM to the previous handler: exit cleanly so atexit hooks
-    # (stopping an embedded PostgreSQL) run.
+    # (stopping the derivers and an embedded PostgreSQL) run.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         "app.main:app_from_env",
@@ -52,6 +55,40 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # connection must not be closed under it
     )
     return 0
+
+
+DERIVER_NICENESS = 10  # ingestion first: derivation takes the CPU the requests leave
+
+
+def _start_derivers(count: int) -> None:
+    """`racetrack derive` processes beside the HTTP workers, at a lower CPU priority, so that a
+    burst of ingestion is acknowledged at full speed and absorbed by the inbox; stopped (SIGTERM:
+    the batch under way finishes) when serve exits, and by the kernel if serve dies."""
+    import atexit
+    import subprocess
+
+    def lower_and_tie_to_parent() -> None:
+        os.nice(DERIVER_NICENESS)
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    command = [sys.executable, "-m", "app.cli", "derive", "--no-migrate"]
+    derivers = [subprocess.Popen(command, preexec_fn=lower_and_tie_to_parent) for _ in range(count)]
+
+    def stop() -> None:
+        for process in derivers:
+            process.terminate()
+        for process in derivers:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    atexit.register(stop)
 
 
 def _fresh_metrics_dir(settings: Settings) -> str:
@@ -154,7 +191,8 @@ def cmd_derive(args: argparse.Namespace, settings: Settings) -> int:
     from app.store.database import migrate
 
     url = _database_url(settings)
-    migrate(url)
+    if not args.no_migrate:
+        migrate(url)
     print(orjson.dumps(asyncio.run(_derive(url, settings, args.once))).decode())
     return 0
 
@@ -162,10 +200,12 @@ def cmd_derive(args: argparse.Namespace, settings: Settings) -> int:
 async def _derive(url: str, settings: Settings, once: bool) -> dict[str, Any]:
     import signal
 
+    from app.api.observe import configure_logging
     from app.pipeline.derive import Deriver, drain
     from app.pipeline.rulesets import RulesetCache
     from app.store.database import create_pool
 
+    configure_logging(settings.log_level)
     pool = await create_pool(url, 1, 2)
     try:
         if once:
@@ -245,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     derive = sub.add_parser("derive", help="run a deriver (classify acknowledged events, keep rollups)")
     derive.add_argument("--once", action="store_true", help="derive what waits now, then exit")
+    derive.add_argument("--no-migrate", action="store_true", help="skip the migration check (serve's derivers)")
     derive.set_defaults(func=cmd_derive)
     rules = sub.add_parser("rules", help="goal rules").add_subparsers(dest="rules_command", required=True)
     validate = rules.add_parser("validate", help="check a YAML ruleset")

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     access_log: bool = True
     rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
     deriver: bool = True  # False: this process only serves; another process (`racetrack derive`) derives
+    derive_processes: int = 1  # `racetrack serve` runs this many niced deriver processes (0: in the workers)
     derive_batch: int = 5000  # inbox rows per derivation transaction
     derive_idle_seconds: float = 0.05  # how often an idle deriver looks at the inbox (commits here wake it)
     read_wait_seconds: float = 2.0  # a read waits this long for events acknowledged before it

@@ -161,7 +161,8 @@ async def derive_rate(url: str, events: int) -> dict[str, float]:
     receipt = Receipt(received_at=now, site_domains=site.domains)
     appended = 0
     chunk: list[IncomingEvent] = []
-    for journey in generate_journeys(max(1, events // EVENTS_PER_PERSON), 30, now - timedelta(days=30), 11):
+    # a day of journeys (sessions, identifies, orders, repeat buyers): a backlog of recent traffic
+    for journey in generate_journeys(max(1, events // EVENTS_PER_PERSON), 1, now - timedelta(days=1), 11):
         chunk += [e for e in (normalize(m, receipt) for m in journey) if isinstance(e, IncomingEvent)]
         if len(chunk) >= 5000:
             async with pool.acquire() as conn, conn.transaction():
