@@ -23,8 +23,8 @@ from app.jsonresponse import JSONAnswer
 from app.pipeline.derive import Deriver
 from app.pipeline.ingest import Writer
 from app.pipeline.jobs import JobRunner
+from app.pipeline.partitions import rotate_partitions
 from app.pipeline.rulesets import RulesetCache
-from app.store import inbox
 from app.store.database import create_pool, start_embedded
 
 log = logging.getLogger("racetrack")
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs = JobRunner(pool, rulesets)
         deriver = Deriver(pool, rulesets, settings.derive_batch, settings.derive_idle_seconds)
         async with pool.acquire() as conn:
-            await inbox.rotate_partitions(conn)
+            await rotate_partitions(conn)
         if settings.deriver:
             deriver.start()
         try:

@@ -43,6 +43,7 @@ from app.domain.rollup_delta import Fact, Groups, RollupDelta, groups_of
 from app.domain.rules import CompiledRuleset
 from app.errors import DATABASE_DOWN
 from app.pipeline import rollup
+from app.pipeline.partitions import rotate_partitions
 from app.pipeline.rulesets import RulesetCache
 from app.store import events as event_store
 from app.store import inbox
@@ -52,6 +53,7 @@ from app.store.persons import FACT_COLUMNS
 
 log = logging.getLogger("racetrack.derive")
 RulesetFor = Callable[[int | None], CompiledRuleset]
+BACKLOG_METRIC_CAP = 200_000  # the backlog gauge counts waiting rows up to this (a bounded query each second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,8 +413,8 @@ class Deriver:
     async def _maintain(self) -> None:
         self._last_maintenance = time.monotonic()
         async with self._pool.acquire() as conn:
-            await inbox.rotate_partitions(conn)
-            metrics.set_pipeline(await inbox.backlog(conn, None, 1_000_000), await inbox.oldest_received(conn))
+            await rotate_partitions(conn)
+            metrics.set_pipeline(await inbox.backlog(conn, None, BACKLOG_METRIC_CAP), await inbox.oldest_received(conn))
 
 
 async def drain(pool: asyncpg.Pool, rulesets: RulesetCache | None = None, batch: int = 5000) -> int:

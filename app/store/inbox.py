@@ -120,13 +120,13 @@ async def pending_through(conn: asyncpg.Connection, site_id: int, inbox_id: int)
 
 
 async def oldest_received(conn: asyncpg.Connection, site_id: int | None = None) -> datetime | None:
-    """When the oldest waiting row (of a site, or of any) was received."""
-    if site_id is None:
-        value: datetime | None = await conn.fetchval("SELECT min(received_at) FROM inbox")
-    else:
-        value = await conn.fetchval(
-            "SELECT received_at FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT 1", site_id
-        )
+    """When the oldest waiting row (of a site, or of any) was received: one index probe per site."""
+    sites = [site_id] if site_id is not None else await pending_sites(conn)
+    value: datetime | None = await conn.fetchval(
+        """SELECT min(o.received_at) FROM unnest($1::int8[]) AS s(site_id),
+             LATERAL (SELECT received_at FROM inbox i WHERE i.site_id = s.site_id ORDER BY inbox_id LIMIT 1) o""",
+        sites,
+    )
     return value
 
 
@@ -147,45 +147,36 @@ async def backlog(conn: asyncpg.Connection, site_id: int | None, cap: int) -> in
     return int(await conn.fetchval(sql, site_id, cap))
 
 
-# --- partitions ---------------------------------------------------------------------------------
+# --- partitions (app.pipeline.partitions decides; each call runs in the caller's transaction) -----
 
 
-async def rotate_partitions(conn: asyncpg.Connection) -> tuple[int, int]:
-    """Make the partitions ahead of the current id, drop the empty ones behind it; (made, dropped).
-    Brief locks only (lock_timeout): a partition that cannot be had now is handled next time."""
-    current = int(await conn.fetchval("SELECT last_value FROM event_event_id_seq"))
+async def current_id(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT last_value FROM event_event_id_seq"))
+
+
+async def partitions(conn: asyncpg.Connection) -> dict[str, int]:
+    """The inbox's id-range partitions: name -> first id."""
     rows = await conn.fetch(
         """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
            WHERE i.inhparent = 'inbox'::regclass AND c.relname LIKE 'inbox\\_p%'"""
     )
-    ranges = {r["relname"]: int(r["relname"].removeprefix("inbox_p")) * PARTITION_SIZE for r in rows}
-    made = dropped = 0
-    first = current // PARTITION_SIZE
-    for index in range(first, first + PARTITIONS_AHEAD + 1):
-        name = f"inbox_p{index}"
-        if name in ranges:
-            continue
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF inbox "
-                    f"FOR VALUES FROM ({index * PARTITION_SIZE}) TO ({(index + 1) * PARTITION_SIZE})"
-                )
-            made += 1
-        except (asyncpg.LockNotAvailableError, asyncpg.CheckViolationError):
-            continue  # busy, or rows of that range wait in the default partition: next time
-    for name, start in sorted(ranges.items(), key=lambda kv: kv[1]):
-        if start + PARTITION_SIZE > current:
-            continue  # ids may still be handed out in it
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")  # no insert in flight
-                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})"):
-                    continue
-                await conn.execute(f"DROP TABLE {name}")
-            dropped += 1
-        except asyncpg.LockNotAvailableError:
-            continue
-    return made, dropped
+    return {r["relname"]: int(r["relname"].removeprefix("inbox_p")) * PARTITION_SIZE for r in rows}
+
+
+async def create_partition(conn: asyncpg.Connection, index: int) -> None:
+    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS inbox_p{index} PARTITION OF inbox "
+        f"FOR VALUES FROM ({index * PARTITION_SIZE}) TO ({(index + 1) * PARTITION_SIZE})"
+    )
+
+
+async def drop_partition_if_empty(conn: asyncpg.Connection, name: str) -> bool:
+    """Drop a partition no insert can reach any more, if it holds no row (locked first, so no
+    insert is in flight in it)."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    await conn.execute(f"LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE")
+    if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {name})"):
+        return False
+    await conn.execute(f"DROP TABLE {name}")
+    return True

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.pipeline.partitions import rotate_partitions
 from app.store import inbox
 from tests.conftest import create_site, drain
 
@@ -38,7 +39,7 @@ async def test_drained_partitions_are_dropped_and_new_ones_made_ahead(database_u
         first = current // inbox.PARTITION_SIZE
         # ids move on past the current partition (as a million events would take them)
         await conn.execute("SELECT setval('event_event_id_seq', $1)", (first + 1) * inbox.PARTITION_SIZE + 5)
-        made, dropped = await inbox.rotate_partitions(conn)
+        made, dropped = await rotate_partitions(conn)
         names = {r["relname"] for r in await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = 'inbox'::regclass")}  # fmt: skip
