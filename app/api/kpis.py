@@ -30,7 +30,8 @@ from app.api.params import (
     zone_of,
 )
 from app.config import Settings
-from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
+from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of
+from app.domain.plan import plan
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
@@ -41,6 +42,7 @@ from app.store.sites import Site
 
 router = APIRouter(tags=["kpis"])
 T = TypeVar("T")
+PLAN_COLUMNS = ("target", "direction", "attainment", "status", "pacing")
 
 
 @router.get("/v1/kpis", summary="Every RACE KPI per bucket (and breakdown group)")
@@ -70,7 +72,7 @@ async def kpis(
         planned = await _add_targets(conn, site, periods, rows, zone)
     if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
-        plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment", "pacing")]
+        plan_columns = [f"{k}_{part}" for k in planned for part in PLAN_COLUMNS]
         csv = csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
         return with_source(conditional(request, csv), used)
     answer = {
@@ -94,7 +96,7 @@ def _group_order(top: list[str]) -> Any:
 async def _add_targets(
     conn: Any, site: Site, periods: list[Bucket], rows: list[dict[str, Any]], zone: ZoneInfo
 ) -> list[str]:
-    """Month buckets carry {kpi: {"target", "attainment"}} for the KPIs that have a target."""
+    """Month buckets carry {kpi: plan entry (app/domain/plan.py)} for the KPIs that have a target."""
     months = [b.aligned.astimezone(zone).date() for b in periods]
     found = await targets_store.targets_between(conn, site.site_id, months[0], months[-1])
     by_start = {b.start.isoformat(): b for b in periods}
@@ -103,29 +105,17 @@ async def _add_targets(
         bucket = by_start[row["start"]]
         month = bucket.aligned.astimezone(zone).date()
         row["targets"] = {
-            kpi: _plan(row["kpis"].get(kpi), value, pacing(kpi, row["kpis"].get(kpi), bucket, now))
+            kpi: plan(kpi, row["kpis"].get(kpi), value, bucket, now)
             for (kpi, target_month), value in found.items()
             if target_month == month
         }
     return sorted({kpi for kpi, _ in found})
 
 
-def _plan(actual: Any, target: float, paced: float | None) -> dict[str, Any]:
-    plan = {"target": target, "attainment": _attainment(actual, target)}
-    if paced is not None:  # only the running month: the month-end value the trend projects
-        plan |= {"pacing": paced, "pacing_attainment": _attainment(paced, target)}
-    return plan
-
-
-def _attainment(actual: Any, target: float) -> float | None:
-    return None if actual is None or target == 0 else actual / target
-
-
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     flat = {"start": row["start"], "end": row["end"], "group": row["group"], **row["kpis"]}
-    for kpi, plan in row.get("targets", {}).items():
-        flat[f"{kpi}_target"], flat[f"{kpi}_attainment"] = plan["target"], plan["attainment"]
-        flat[f"{kpi}_pacing"] = plan.get("pacing")
+    for kpi, entry in row.get("targets", {}).items():
+        flat |= {f"{kpi}_{part}": entry.get(part) for part in PLAN_COLUMNS}
     return flat
 
 

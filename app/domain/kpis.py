@@ -172,20 +172,3 @@ def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:
         )
         previous = persons
     return steps
-
-
-# Counts and sums grow through a month, so their month-end value is projected linearly; ratios,
-# "to date" figures and NPS are already the trend and are carried as they are.
-PROJECTED_KPIS = frozenset({
-    "visitors", "new_visitors", "sessions", "pageviews", "act_events", "leads", "orders", "revenue",
-    "new_customers", "offline_orders", "offline_revenue", "engage_events", "repeat_orders", "repeat_customers",
-})  # fmt: skip
-
-
-def pacing(kpi: str, actual: float | None, bucket: Bucket, now: datetime) -> float | None:
-    """The value at the bucket's end if the trend so far holds; None unless the bucket is running."""
-    if actual is None or not bucket.start < now < bucket.end:
-        return None
-    if kpi not in PROJECTED_KPIS:
-        return actual
-    return actual * (bucket.end - bucket.start) / (now - bucket.start)

@@ -494,8 +494,11 @@ async def test_report_is_the_month_by_stage_with_change_and_targets(
         "change": 175.0,
         "change_ratio": 8.75,
         "target": 300.0,
+        "direction": "higher",
         "attainment": 0.65,
+        "status": "missed",
     }
+    assert (kpis["bounce_rate"]["direction"], kpis["bounce_rate"]["status"]) == ("lower", None)
     assert (kpis["visitors"]["value"], kpis["visitors"]["previous"], kpis["visitors"]["change"]) == (4, 2, 2)
     assert (kpis["orders"]["value"], kpis["orders"]["target"], kpis["orders"]["attainment"]) == (5, None, None)
     assert (kpis["nps"]["value"], kpis["nps"]["previous"], kpis["nps"]["change_ratio"]) == (100.0, None, None)
@@ -510,7 +513,9 @@ async def test_report_is_the_month_by_stage_with_change_and_targets(
         assert close(kpis[name]["previous"], february[name]), (name, kpis[name], february[name])
 
     rows = await get_csv(client, shop, "/v1/report", month="2026-03", format="csv")
-    assert list(rows[0]) == ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "attainment"]
+    assert list(rows[0]) == [
+        "stage", "kpi", "value", "previous", "change", "change_ratio", "target", "direction", "attainment", "status"
+    ]  # fmt: skip
     assert len(rows) == len(KPI_NAMES)
     revenue = next(r for r in rows if r["kpi"] == "revenue")
     assert (revenue["stage"], revenue["value"], revenue["attainment"]) == ("convert", "195.0", "0.65")

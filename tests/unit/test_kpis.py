@@ -319,16 +319,3 @@ def test_funnel_steps_null_rates_on_zero() -> None:
 
 def test_funnel_steps_of_nothing() -> None:
     assert funnel_steps([]) == []
-
-
-def test_pacing_projects_counts_linearly_and_carries_ratios_only_in_the_running_bucket() -> None:
-    from datetime import UTC, datetime
-
-    from app.domain.kpis import Bucket, pacing
-
-    march = Bucket(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
-    day_11 = datetime(2026, 3, 11, tzinfo=UTC)  # 10 of 31 days gone
-    assert pacing("revenue", 100.0, march, day_11) == 310.0
-    assert pacing("conversion_rate", 0.05, march, day_11) == 0.05
-    assert pacing("revenue", None, march, day_11) is None
-    assert pacing("revenue", 100.0, march, datetime(2026, 4, 2, tzinfo=UTC)) is None  # not running
