@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from app import rollups
 from app.config import Settings
-from app.domain.kpis import Bucket, Counts, limited_groups
+from app.domain.kpis import RACE_STAGES, Bucket, Counts, limited_groups
 from app.store import kpi_queries
 from app.store.sites import Site
 
@@ -55,6 +55,22 @@ async def kpi_counts(
         top = limited_groups(await kpi_queries.top_groups(conn, q, limit + 1), limit)
         q = replace(q, top=tuple(top))
     return await kpi_queries.kpi_counts(pool, q, periods), top, "events"
+
+
+async def rollup_stage_persons(
+    conn: asyncpg.Connection, site: Site, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """Each RACE stage's person set over [start, end) from the rollups (reach: every visitor), for
+    the nested funnel; None when the edges are not on quarter hours."""
+    from app.domain import rollup as domain
+
+    if not (domain.on_quarter(start) and domain.on_quarter(end)):
+        return None
+    units = domain.cover(start, end, site_zone(site))
+    # TODO(lead): rollups.funnel_persons only answers counts; a public rollups.funnel_sets would replace _rows here
+    rows = await rollups._rows(conn, site.site_id, set(units), "", domain.FUNNEL_SETS)
+    total = domain.merged(r for unit in units for r in rows.get(unit, {}).values())
+    return {stage: total.persons(name) for stage, name in zip(RACE_STAGES, domain.FUNNEL_SETS, strict=True)}
 
 
 def with_source(response: Response, source: str) -> Response:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -154,6 +156,37 @@ def kpis_of(c: Counts) -> dict[str, float | int | None]:
         "clv": ratio(c.revenue_to_date, c.customers_to_date),
         "nps": nps,
     }
+
+
+class FunnelKind(StrEnum):
+    NESTED = "nested"  # persons who reached this stage and every earlier one (the default)
+    INDEPENDENT = "independent"  # persons who reached this stage, whatever the others
+
+
+RACE_STAGES = ("reach", "act", "convert", "engage")
+
+
+def nested_counts(stage_persons: Mapping[str, Any]) -> dict[str, int]:
+    """Persons in each RACE stage's set and in every earlier stage's set (reach: every person seen).
+    Works on Python sets and on roaring bitmaps alike."""
+    counts: dict[str, int] = {}
+    running: Any = None
+    for stage in RACE_STAGES:
+        persons = stage_persons.get(stage, frozenset())
+        running = persons if running is None else running & persons
+        counts[stage] = len(running)
+    return counts
+
+
+def race_funnel(nested: Mapping[str, int], independent: Mapping[str, int], kind: FunnelKind) -> list[dict[str, object]]:
+    """The RACE funnel's steps: `persons` and rates of the chosen kind, both counts beside."""
+    chosen = nested if kind is FunnelKind.NESTED else independent
+    steps = funnel_steps([(stage, chosen[stage]) for stage in RACE_STAGES])
+    for step in steps:
+        stage = str(step.pop("label"))
+        step.update({"nested_persons": nested[stage], "independent_persons": independent[stage]})
+        step["stage"] = stage
+    return [{"stage": s.pop("stage"), **s} for s in steps]
 
 
 def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:
