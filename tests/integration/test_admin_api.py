@@ -358,3 +358,28 @@ async def test_an_absurd_order_value_does_not_break_revenue(client: httpx.AsyncC
     )
     assert kpis.status_code == 200, kpis.text
     assert (kpis.json()["buckets"][0]["kpis"]["orders"], kpis.json()["buckets"][0]["kpis"]["revenue"]) == (3, 20.0)
+
+
+async def test_jobs_list_the_sites_own_jobs_newest_first(client: httpx.AsyncClient) -> None:
+    site, other = await create_site(client), await create_site(client)
+    ids = []
+    for day in ("2026-03-01", "2026-03-02"):
+        job = await client.post("/v1/reclassify", json={"from": day, "to": "2026-03-03"}, headers=admin(site))
+        ids.append((await _wait_job(client, site, job.json()["id"]))["id"])
+    await client.post("/v1/reclassify", json={"from": "2026-03-01", "to": "2026-03-02"}, headers=admin(other))
+    listed = await client.get("/v1/jobs", headers=admin(site))
+    assert listed.status_code == 200, listed.text
+    jobs = listed.json()["jobs"]
+    assert [j["id"] for j in jobs] == ids[::-1]
+    assert [(j["kind"], j["status"], j["total"]) for j in jobs] == [
+        ("reclassify", "done", 1),
+        ("reclassify", "done", 2),
+    ]
+    one = await client.get("/v1/jobs", params={"limit": 1, "status": "done"}, headers=admin(site))
+    assert [j["id"] for j in one.json()["jobs"]] == [ids[1]]
+    none = await client.get("/v1/jobs", params={"status": "failed"}, headers=admin(site))
+    assert none.json() == {"jobs": []}
+    bad = await client.get("/v1/jobs", params={"status": "sleeping"}, headers=admin(site))
+    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "status"
+    read_key = await client.get("/v1/jobs", headers={"Authorization": f"Bearer {site['read_key']}"})
+    assert read_key.status_code in (401, 403)
