@@ -29,6 +29,7 @@ def _database_url(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app.api.observe import uvicorn_log_config
     from app.store.database import migrate
 
     url = _database_url(settings)
@@ -46,6 +47,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=75,  # beyond browsers' and load balancers' idle timeouts: a reused beacon
