@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     migrate(url)
     from app.demo import EVENTS_PER_PERSON
 
-    persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
+    persons = max(1, int(args.events / EVENTS_PER_PERSON)) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
     summary["rollups"] = asyncio.run(_rebuild_rollups(url, None, None, None))
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--domain", action="append", help="the site's own host (repeatable)")
     create.set_defaults(func=cmd_create_site)
     demo = sub.add_parser("demo", help="create a demo site and load realistic events through the write path")
-    demo.add_argument("--persons", type=int, default=300)
+    demo.add_argument("--persons", type=int, default=3000, help="visitors (default 3000, about 13,500 events)")
     demo.add_argument("--events", type=int, default=0, help="about this many events (overrides --persons)")
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
