@@ -222,6 +222,9 @@ def run_locust(
         "--html",
         str(report / "locust.html"),
         "--only-summary",
+        # judge the steady state: the ramp (every browser's first beacon while Locust spawns users on the
+        # same cores, a fresh server's first connections) is left out of the statistics and the SLOs
+        "--reset-stats",
     ]
     with (report / "locust.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.chaos == "slow-db" and "LOAD_TEST_REQUEST_TIMEOUT" not in os.environ:
                 locust_env["LOAD_TEST_REQUEST_TIMEOUT"] = f"{max(1.0, args.chaos_seconds / 2):g}"
             print(_chaos_plan(chaos, probe_site, locust_env))
+        print(machine_load())
         sampler = None
         if server is not None:
             interval = max(5.0, seconds / 400) if args.soak else 2.0
@@ -340,6 +344,15 @@ def embedded_server() -> str:
     print(f"database server: the embedded PostgreSQL in {data_dir.resolve()}/pgdata, as ./scripts/run uses"
           " (--pg-url or LOAD_TEST_PG_URL for another server)")  # fmt: skip
     return url
+
+
+def machine_load() -> str:
+    """The cores and the load average before the run: latencies measured on a machine busier than its
+    cores (other work, other test suites) read high, whatever the service does."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    note = " (busier than its cores: other work shares them, latencies will read high)" if load > cores else ""
+    return f"machine: {cores} cores, load average {load:.1f} before the run{note}"
 
 
 def _database_name(url: str) -> str:

@@ -26,7 +26,11 @@ sys.exit(main(["migrate"]))
 def _wheel_installed_into(folder: Path) -> Path:
     wheels = folder / "wheels"
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(PROJECT)], check=True, capture_output=True)
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(wheels), str(PROJECT)], check=True, capture_output=True, text=True
+    )
+    # every importable folder is declared (setuptools warns on the first install otherwise)
+    assert "is absent from the `packages` configuration" not in built.stdout + built.stderr, built.stderr[-3000:]
     (wheel,) = wheels.glob("racetrack-*.whl")
     target = folder / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
