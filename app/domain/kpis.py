@@ -182,11 +182,11 @@ def race_funnel(nested: Mapping[str, int], independent: Mapping[str, int], kind:
     """The RACE funnel's steps: `persons` and rates of the chosen kind, both counts beside."""
     chosen = nested if kind is FunnelKind.NESTED else independent
     steps = funnel_steps([(stage, chosen[stage]) for stage in RACE_STAGES])
-    for step in steps:
-        stage = str(step.pop("label"))
-        step.update({"nested_persons": nested[stage], "independent_persons": independent[stage]})
-        step["stage"] = stage
-    return [{"stage": s.pop("stage"), **s} for s in steps]
+    return [
+        {"stage": stage, **{k: v for k, v in step.items() if k != "label"},
+         "nested_persons": nested[stage], "independent_persons": independent[stage]}
+        for stage, step in zip(RACE_STAGES, steps, strict=True)
+    ]  # fmt: skip
 
 
 def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:

@@ -325,6 +325,8 @@ async def test_a_lower_is_better_target_reads_the_right_way(client: httpx.AsyncC
     assert march["targets"]["bounce_rate"] == {
         "target": 0.4, "direction": "lower", "attainment": 0.5, "status": "missed"
     }  # fmt: skip
+    listed = (await client.get("/v1/targets", headers=admin(site), params={"from": "2026-03", "to": "2026-03"})).json()
+    assert listed == {"targets": [{"kpi": "bounce_rate", "month": "2026-03", "value": 0.4, "direction": "lower"}]}
 
 
 async def test_replay_keeps_the_time_of_first_arrival(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
