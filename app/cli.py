@@ -29,6 +29,7 @@ def _database_url(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from app.api.observe import uvicorn_log_config
     from app.store.database import migrate
 
     url = _database_url(settings)
@@ -49,6 +50,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         workers=args.workers,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings.log_level),
         access_log=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=75,  # beyond browsers' and load balancers' idle timeouts: a reused beacon
@@ -150,7 +152,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     migrate(url)
     from app.demo import EVENTS_PER_PERSON
 
-    persons = max(1, args.events // EVENTS_PER_PERSON) if args.events else args.persons
+    persons = max(1, int(args.events / EVENTS_PER_PERSON)) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
     host, port = os.environ.get("RACETRACK_HOST", "127.0.0.1"), os.environ.get("RACETRACK_PORT", "8000")
     summary["dashboard"] = f"http://{host}:{port}/ (sign in with the read_key, or the admin_key to edit targets)"
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--domain", action="append", help="the site's own host (repeatable)")
     create.set_defaults(func=cmd_create_site)
     demo = sub.add_parser("demo", help="create a demo site and load realistic events through the write path")
-    demo.add_argument("--persons", type=int, default=300)
+    demo.add_argument("--persons", type=int, default=3000, help="visitors (default 3000, about 13,500 events)")
     demo.add_argument("--events", type=int, default=0, help="about this many events (overrides --persons)")
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)

@@ -1,17 +1,43 @@
-"""Realistic demo traffic: RACE journeys as Segment messages, and a loader through the real write path.
+"""Demo traffic: RACE journeys as Segment messages, and a loader through the real write path.
 
-Journeys: land from a channel, browse, view and add products, sign up or subscribe, buy (sometimes as
-a guest before signing up), come back and buy again, review, answer an NPS survey; plus bots,
-offline (in-store) orders, sessions with and without context.sessionId.
+Two mixes. `Profile.REALISTIC` (what `racetrack demo` loads) aims for figures a marketer recognises
+on a small online shop, each over the demo's whole period (bots excluded):
+- conversion rate (persons with an order / visitors): about 2 %, within 1-4 %;
+- cart abandonment (visits with an add-to-cart that end without an order / visits with an
+  add-to-cart): about 68 %, within 60-80 %;
+- bounce rate (sessions of a single page view / sessions): about 49 %, within 40-60 %;
+- channel mix (sessions): Organic Search ~32 %, Direct ~26 %, Paid Search ~13 %, Email ~10 %,
+  Organic Social ~7 %, Paid Social ~4 %, Referral ~4 %, Display ~2 %, Affiliates ~2 %, a little
+  Offline (in-store orders); no channel above 45 %;
+- NPS answers shaped like real ones (about 45 % promoters 9-10, 30 % passives, 25 % detractors
+  0-6, after a purchase and on customers' later visits): NPS around +10 to +20, within -10..+50;
+- repeat buyers: 5-40 % of the period's customers order again in it (about 14 %: customers come
+  back more often and buy more readily than first-time visitors); average order about 67 EUR;
+- sessions of about 2.3 pages and 2 minutes on average (within 1.5-4 pages, 60-240 s), devices
+  48 % mobile, 45 % desktop, 7 % tablet, visits following the hours of a European day; 3 % crawlers;
+- events received when they happened (a second later), so /v1/quality counts none late;
+- Plan targets for every month the demo covers (see `demo_targets`), so /v1/report and month
+  buckets of /v1/kpis show attainment and status.
+The "about" figures were measured on `load_demo(persons=4000, days=30, seed=7)`;
+`tests/integration/test_demo_traffic.py` checks the ranges there through the KPI API.
+
+`Profile.DENSE` is the tests' mix: every journey does a lot (a third of visitors buy, guest
+checkouts, reviews, NPS, offline orders) so that a few hundred visitors exercise every KPI and edge
+case; its rates are not realistic.
 """
 
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from itertools import islice
 from typing import Any
+
+from app.domain.normalize import Receipt
 
 UAS = {
     "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -37,8 +63,43 @@ LANDINGS: list[tuple[dict[str, str], str | None]] = [
 ]
 HOST = "https://shop.example.com"
 CHUNK_PERSONS = 2000  # visitors per COPY transaction when loading
-EVENTS_PER_PERSON = 9  # about what generate_messages makes per person
+EVENTS_PER_PERSON = 4.5  # about what the realistic mix makes per person (the dense one: 9)
 PRODUCTS = ["sneaker", "boot", "sandal", "loafer", "slipper"]
+
+
+class Profile(StrEnum):
+    REALISTIC = "realistic"  # racetrack demo: rates a marketer recognises (module docstring)
+    DENSE = "dense"  # the tests: every KPI exercised by a few hundred visitors
+
+
+# (campaign, referrer, weight): where a realistic first visit lands from (sessions, by channel)
+REAL_LANDINGS: list[tuple[dict[str, str], str | None, float]] = [
+    ({}, "https://www.google.com/", 27),  # Organic Search
+    ({}, "https://www.bing.com/", 2),
+    ({}, "https://duckduckgo.com/", 2),
+    ({}, None, 22),  # Direct
+    ({"source": "google", "medium": "cpc", "name": "brand"}, "https://www.google.com/", 9),  # Paid Search
+    ({"source": "google", "medium": "cpc", "name": "generic"}, "https://www.google.com/", 5),
+    ({}, "https://www.facebook.com/", 4),  # Organic Social
+    ({}, "https://www.instagram.com/", 3),
+    ({"source": "instagram", "medium": "paid_social", "name": "reels"}, "https://www.instagram.com/", 5),
+    ({"source": "newsletter", "medium": "email", "name": "weekly"}, None, 6),  # Email
+    ({}, "https://blog.example.org/best-shoes", 5),  # Referral
+    ({"source": "adnet", "medium": "display", "name": "retarget"}, None, 3),  # Display
+    ({"source": "partner", "medium": "affiliate", "name": "partner_q1"}, "https://deals.example.net/", 2),
+]
+# returning visitors come back directly, from the newsletter, or searching the brand
+RETURN_LANDINGS: list[tuple[dict[str, str], str | None, float]] = [
+    ({}, None, 35),
+    ({"source": "newsletter", "medium": "email", "name": "weekly"}, None, 22),
+    ({}, "https://www.google.com/", 28),
+    ({"source": "google", "medium": "cpc", "name": "brand"}, "https://www.google.com/", 10),
+    ({}, "https://www.facebook.com/", 5),
+]
+HOUR_WEIGHTS = [1, 1, 1, 1, 1, 2, 3, 5, 6, 7, 7, 7, 7, 7, 6, 6, 6, 7, 8, 9, 9, 7, 4, 2]  # UTC hours 0-23
+NPS_WEIGHTS = [2, 1, 2, 3, 3, 6, 8, 12, 18, 22, 23]  # scores 0..10: 45 % promoters, 25 % detractors
+DEVICE_WEIGHTS = {"mobile": 48, "desktop": 45, "tablet": 7}
+CATEGORIES = ["/c/men", "/c/women", "/c/sale", "/c/new"]
 
 
 class _Journey:
@@ -55,9 +116,9 @@ class _Journey:
         self.campaign: dict[str, str] = {}
         self.referrer: str | None = None
 
-    def _msg(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def _msg(self, kind: str, gap: float | None = None, **fields: Any) -> dict[str, Any]:
         self.counter += 1
-        self.at += timedelta(seconds=self.rng.randint(5, 400))
+        self.at += timedelta(seconds=self.rng.randint(5, 400) if gap is None else gap)
         context: dict[str, Any] = {"userAgent": UAS[self.device], "ip": "203.0.113.9"}
         if self.campaign:
             context["campaign"] = dict(self.campaign)
@@ -115,12 +176,19 @@ class _Journey:
         self._msg("track", event=self.rng.choice(["Signed Up", "signup"]))
 
 
-def generate_messages(persons: int, days: int, start: datetime, seed: int = 7) -> list[dict[str, Any]]:
-    return [m for journey in generate_journeys(persons, days, start, seed) for m in journey]
+def generate_messages(
+    persons: int, days: int, start: datetime, seed: int = 7, profile: Profile = Profile.DENSE
+) -> list[dict[str, Any]]:
+    return [m for journey in generate_journeys(persons, days, start, seed, profile) for m in journey]
 
 
-def generate_journeys(persons: int, days: int, start: datetime, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
+def generate_journeys(
+    persons: int, days: int, start: datetime, seed: int = 7, profile: Profile = Profile.DENSE
+) -> Iterator[list[dict[str, Any]]]:
     """One visitor's messages at a time (so millions of events never sit in memory at once)."""
+    if profile is Profile.REALISTIC:
+        yield from _realistic_journeys(persons, days, start, seed)
+        return
     rng = random.Random(seed)
     span = max(days, 1) * 86400
     for index in range(persons):
@@ -164,38 +232,208 @@ def _walk(journey: _Journey, rng: random.Random, index: int) -> None:
             journey._msg("track", event="Product Shared", properties={"product_id": "boot"})
 
 
+def _realistic_journeys(persons: int, days: int, start: datetime, seed: int) -> Iterator[list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    end = start + timedelta(days=max(days, 1))
+    devices, device_weights = list(DEVICE_WEIGHTS), list(DEVICE_WEIGHTS.values())
+    for index in range(persons):
+        day = start.replace(hour=0, minute=0, second=0) + timedelta(days=rng.randrange(max(days, 1) + 1))
+        first = day + timedelta(hours=rng.choices(range(24), HOUR_WEIGHTS)[0], seconds=rng.randrange(3600))
+        if not start <= first < end:
+            first = start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
+        journey = _Journey(rng, index, first, HOST)
+        journey.device = rng.choices(devices, device_weights)[0]
+        if rng.random() < 0.03:  # a crawler: a burst of pages, stored, flagged, excluded from every KPI
+            journey.device = "desktop"
+            journey.visit(timedelta(0))
+            for _ in range(rng.randint(0, 3)):
+                journey._msg("page", gap=rng.uniform(1, 5), name="Product", page=f"/p/{rng.choice(PRODUCTS)}")
+            for msg in journey.messages:
+                msg["context"]["userAgent"] = BOT_UA
+            yield journey.messages
+            continue
+        _realistic_walk(journey, rng, index)
+        yield [m for m in journey.messages if _parse(m["timestamp"]) < end]
+
+
+def _land(journey: _Journey, rng: random.Random, returning: bool) -> None:
+    landings = RETURN_LANDINGS if returning else REAL_LANDINGS
+    campaign, referrer, _ = rng.choices(landings, [w for _, _, w in landings])[0]
+    journey.campaign, journey.referrer = dict(campaign), referrer
+    journey.session = f"s-{journey.anon}-{journey.counter}" if rng.random() < 0.5 else None
+    page = rng.choice(["/", "/", *CATEGORIES, f"/p/{rng.choice(PRODUCTS)}"])
+    journey._msg("page", gap=0, name="Landing", page=page)
+
+
+def _realistic_visit(journey: _Journey, rng: random.Random, customer: bool, orders: int) -> int:
+    """One visit: a bounce, or a few pages, maybe a cart, maybe an order. Returns the orders made."""
+    if rng.random() < (0.35 if customer else 0.5):
+        return 0  # bounced: the landing page alone
+    for _ in range(rng.choices(range(1, 7), [30, 25, 18, 12, 8, 7])[0]):
+        product = rng.choice(PRODUCTS)
+        if rng.random() < 0.7:
+            journey._msg("page", gap=rng.uniform(20, 150), name="Product", page=f"/p/{product}")
+            journey._msg("track", gap=rng.uniform(2, 8), event="Product Viewed", properties={"product_id": product})
+        else:
+            journey._msg("page", gap=rng.uniform(20, 150), name="Category", page=rng.choice(CATEGORIES))
+    if not journey.user and rng.random() < 0.04:
+        _sign_up(journey, rng, f"user-{journey.anon}")
+    elif rng.random() < 0.03:
+        journey._msg("track", gap=rng.uniform(5, 30), event="Newsletter Subscribed", properties={"list": "weekly"})
+    made = 0
+    if rng.random() < (0.30 if customer else 0.11):
+        product = rng.choice(PRODUCTS)
+        journey._msg("track", gap=rng.uniform(10, 60), event="Product Added", properties={"product_id": product})
+        if rng.random() < (0.5 if customer else 0.30):  # else: the cart is abandoned
+            if not journey.user and rng.random() < 0.5:  # an account at checkout, else a guest order
+                _sign_up(journey, rng, f"user-{journey.anon}")
+            made = 1
+            _order(journey, rng, orders + made, gap=rng.uniform(60, 240))
+            if rng.random() < 0.5:  # the post-purchase survey
+                _nps(journey, rng)
+    if customer and rng.random() < 0.15:  # the survey again, on a later visit
+        _nps(journey, rng)
+    if customer and rng.random() < 0.08:
+        journey._msg("track", gap=rng.uniform(20, 90), event="Product Reviewed", properties={"rating": 5})
+    return made
+
+
+def _realistic_walk(journey: _Journey, rng: random.Random, index: int) -> None:
+    orders, returning = 0, False
+    for _ in range(8):
+        _land(journey, rng, returning)
+        orders += _realistic_visit(journey, rng, orders > 0, orders)
+        if rng.random() >= (0.6 if orders else 0.3):
+            return
+        journey.at += timedelta(hours=rng.uniform(2, 24 * 10))
+        if orders and rng.random() < 0.07:  # an in-store order between two visits
+            orders += 1
+            _order(journey, rng, orders, gap=0, offline=True)
+            journey.at += timedelta(hours=rng.uniform(1, 48))
+        returning = True
+
+
+def _nps(journey: _Journey, rng: random.Random) -> None:
+    score = rng.choices(range(11), NPS_WEIGHTS)[0]
+    journey._msg("track", gap=rng.uniform(20, 90), event="Survey Answered", properties={"score": score})
+
+
+def _sign_up(journey: _Journey, rng: random.Random, user: str) -> None:
+    journey.user = user
+    journey._msg("identify", gap=rng.uniform(10, 40), traits={"email": f"{user}@example.com"})
+    journey._msg("track", gap=rng.uniform(1, 3), event="Signed Up")
+
+
+def _order(journey: _Journey, rng: random.Random, order_no: int, gap: float, offline: bool = False) -> None:
+    revenue = round(min(600.0, max(8.0, rng.lognormvariate(4.1, 0.5))), 2)
+    properties = {"order_id": f"{journey.anon}-o{order_no}", "revenue": revenue, "currency": "EUR"}
+    journey._msg("track", gap=gap, event="Order Completed", offline=offline, properties=properties)
+
+
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
+@dataclass(slots=True)
+class _MonthTally:
+    persons: set[str] = field(default_factory=set)
+    orders: int = 0
+    revenue: float = 0.0
+
+
+# Plan targets the demo sets: (kpi, factor on the month's actual for counts, or a fixed value for rates)
+TARGET_FACTORS = {"visitors": 0.95, "orders": 1.15, "revenue": 1.05}
+TARGET_VALUES = {"conversion_rate": 0.02, "bounce_rate": 0.45, "nps": 30.0}
+
+
+def demo_targets(tallies: dict[date, _MonthTally], now: datetime, days: int) -> list[tuple[str, date, float]]:
+    """A plan for every month the demo covers. A month before now's: its actual count times a factor
+    (visitors planned a little below what came, so met; orders and revenue above, so missed), and
+    fixed rates (conversion 2 %, bounce rate at most 45 %, NPS 30). Now's month (running): the
+    counts' daily rate over the whole demo times the month's days, times the same factors."""
+    running = now.date().replace(day=1)
+    rows: list[tuple[str, date, float]] = []
+    everyone = set().union(*(t.persons for t in tallies.values())) if tallies else set()
+    per_day = {
+        "visitors": len(everyone) / max(days, 1),
+        "orders": sum(t.orders for t in tallies.values()) / max(days, 1),
+        "revenue": sum(t.revenue for t in tallies.values()) / max(days, 1),
+    }
+    for month in sorted({*tallies, running}):
+        tally = tallies.get(month, _MonthTally())
+        actual = {"visitors": len(tally.persons), "orders": tally.orders, "revenue": tally.revenue}
+        month_days = ((month.replace(day=28) + timedelta(days=4)).replace(day=1) - month).days
+        for kpi, factor in TARGET_FACTORS.items():
+            base = per_day[kpi] * month_days if month == running else actual[kpi]
+            rows.append((kpi, month, round(base * factor, 2 if kpi == "revenue" else 0)))
+        rows += [(kpi, month, value) for kpi, value in TARGET_VALUES.items()]
+    return rows
+
+
 async def load_demo(
-    url: str, persons: int = 300, days: int = 30, seed: int = 7, now: datetime | None = None
+    url: str,
+    persons: int = 300,
+    days: int = 30,
+    seed: int = 7,
+    now: datetime | None = None,
+    profile: Profile = Profile.REALISTIC,
 ) -> dict[str, Any]:
     """Create a demo site and load generated journeys through the write path: appended to the inbox
-    (COPY) as ingestion does, then derived by the same deriver as live traffic."""
-    from app.domain.normalize import IncomingEvent, Receipt, normalize
+    (COPY) as ingestion does, then derived by the same deriver as live traffic. Each event is
+    received a second after it happened (never after now); the site gets the Plan targets of
+    `demo_targets`."""
+    from app.domain.normalize import IncomingEvent, normalize
+    from app.domain.person import person_id_of
     from app.pipeline import derive, ingest
-    from app.store import events, sites
+    from app.store import events, sites, targets
     from app.store.database import create_pool
 
     now = now or datetime.now(UTC).replace(microsecond=0)
     pool = await create_pool(url, 1, 2)
     loaded = 0
+    tallies: dict[date, _MonthTally] = {}
     try:
         async with pool.acquire() as conn:
             site, keys = await sites.create_site(conn, "demo", "UTC", ["shop.example.com"])
-        receipt = Receipt(received_at=now, site_domains=site.domains)
-        journeys = generate_journeys(persons, days, now - timedelta(days=days), seed)
+        journeys = generate_journeys(persons, days, now - timedelta(days=days), seed, profile)
         while chunk := list(islice(journeys, CHUNK_PERSONS)):
-            incoming = [
-                e for m in (m for ms in chunk for m in ms) if isinstance(e := normalize(m, receipt), IncomingEvent)
-            ]
+            appended: list[IncomingEvent] = []
+            received: dict[datetime, int] = defaultdict(int)
+            for messages in chunk:
+                receipts = [_receipt_of(m, now, site.domains) for m in messages]
+                for receipt in receipts:
+                    received[receipt.received_at.replace(minute=0, second=0)] += 1
+                normalized = (normalize(m, r) for m, r in zip(messages, receipts, strict=True))
+                incoming = [e for e in normalized if isinstance(e, IncomingEvent)]
+                if incoming:
+                    user = next((e.user_id for e in incoming if e.user_id), None)
+                    _tally(tallies, person_id_of(user, incoming[0].anonymous_id, {}), messages)
+                    appended += incoming
             async with pool.acquire() as conn, conn.transaction():
-                fresh = await ingest.append(conn, site.site_id, incoming)
-                await events.count_ingest(conn, site.site_id, 0, now, len(fresh), len(incoming) - len(fresh), 0)
-            loaded += len(fresh)
+                loaded += len(await ingest.append(conn, site.site_id, appended))
+                for hour, accepted in sorted(received.items()):
+                    await events.count_ingest(conn, site.site_id, 0, hour, accepted, 0, 0)
         await derive.drain(pool)
+        async with pool.acquire() as conn:
+            await targets.upsert_targets(conn, site.site_id, demo_targets(tallies, now, days))
     finally:
         await pool.close()
     return {"site": site.site_id, "events": loaded, "write_key": keys.write_key, "read_key": keys.read_key,
             "admin_key": keys.admin_key}  # fmt: skip
+
+
+def _receipt_of(message: dict[str, Any], now: datetime, domains: tuple[str, ...]) -> Receipt:
+    """Received a second after it happened, as a live tracker would send it (never after now)."""
+    return Receipt(received_at=min(now, _parse(message["timestamp"]) + timedelta(seconds=1)), site_domains=domains)
+
+
+def _tally(tallies: dict[date, _MonthTally], person: str, messages: list[dict[str, Any]]) -> None:
+    """Per UTC month: non-bot persons seen, orders and revenue (for the demo's Plan targets)."""
+    if messages and messages[0].get("context", {}).get("userAgent") == BOT_UA:
+        return
+    for m in messages:
+        tally = tallies.setdefault(_parse(m["timestamp"]).date().replace(day=1), _MonthTally())
+        tally.persons.add(person)
+        if m.get("event") in ("Order Completed", "purchase"):
+            tally.orders += 1
+            tally.revenue += float(m["properties"]["revenue"])

@@ -127,11 +127,15 @@ async def kpi_counts(
     return domain.kpi_counts(rows, p, rename), top
 
 
-async def funnel_persons(
+async def funnel_sets(
     conn: asyncpg.Connection, site_id: int, site_zone: ZoneInfo, start: datetime, end: datetime
-) -> dict[str, int] | None:
+) -> dict[str, BitMap] | None:
+    """Each RACE stage's person set over [start, end) (reach: every visitor); None when the edges
+    are not on quarter hours."""
     if not (domain.on_quarter(start) and domain.on_quarter(end)):
         return None
     units = domain.cover(start, end, site_zone)
     rows = await _rows(conn, site_id, set(units), "", domain.FUNNEL_SETS)
-    return domain.funnel_persons(rows, units)
+    total = domain.merged(r for unit in units for r in rows.get(unit, {}).values())
+    stages = ("reach", "act", "convert", "engage")
+    return {stage: total.persons(name) for stage, name in zip(stages, domain.FUNNEL_SETS, strict=True)}

@@ -39,6 +39,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from app.store.database import with_database
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks.steady, run as a script
 LUA = ROOT / "benchmarks" / "wrk_track.lua"
@@ -115,7 +117,7 @@ async def create_database(server_url: str, name: str) -> str:
     await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
+    return with_database(server_url, name)
 
 
 async def drop_database(server_url: str, name: str) -> None:

@@ -183,7 +183,8 @@ def kpi_rows(base_url: str, read_key: str, start: datetime, end: datetime, expec
         if not answer["freshness"]["complete"] and time.monotonic() < deadline:
             continue  # the read waited its bound for derivation: ask again
         kpis = answer["buckets"][0]["kpis"]
-        steps = {s["stage"]: s["persons"] for s in _get(base_url, read_key, "/v1/funnel", params)["steps"]}
+        funnel = _get(base_url, read_key, "/v1/funnel", {**params, "funnel": "independent"})
+        steps = {s["stage"]: s["persons"] for s in funnel["steps"]}
         rows = [_kpi_row(f"KPI {name}", expected.kpis[name], kpis.get(name)) for name in KPI_FIELDS]
         rows += [
             _kpi_row(f"funnel {stage} persons", expected.funnel[stage], steps.get(stage)) for stage in FUNNEL_FIELDS

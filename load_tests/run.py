@@ -47,7 +47,7 @@ from load_tests.server import (
 )
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_PG = "the embedded PostgreSQL of ./scripts/run (RACETRACK_DATA_DIR, default .racetrack/)"
 LOCUST_GRACE_S = 180  # beyond the run time, before the Locust process is killed
 KPI_MARGIN = timedelta(minutes=10)
 
@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--database-url", help="the server's database: used for the stored-events check")
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("LOAD_TEST_PG_URL", DEFAULT_PG),
-        help=f"PostgreSQL server on which a fresh database is created when no --database-url (default {DEFAULT_PG})",
+        default=os.environ.get("LOAD_TEST_PG_URL") or os.environ.get("DATABASE_URL"),
+        help="PostgreSQL server on which a fresh database is created when no --database-url (default:"
+        f" LOAD_TEST_PG_URL, else DATABASE_URL, else {DEFAULT_PG})",
     )
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of the local server (default 2)")
     parser.add_argument("--slo", type=Path, default=HERE / "slo.toml", help="SLO file (default load_tests/slo.toml)")
@@ -221,6 +222,9 @@ def run_locust(
         "--html",
         str(report / "locust.html"),
         "--only-summary",
+        # judge the steady state: the ramp (every browser's first beacon while Locust spawns users on the
+        # same cores, a fresh server's first connections) is left out of the statistics and the SLOs
+        "--reset-stats",
     ]
     with (report / "locust.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chaos restart-db: the run's own embedded PostgreSQL in {postgres.pgdata}")
         if not args.url:
             if not database_url:
+                if not args.pg_url:
+                    args.pg_url = embedded_server()
                 database_url, created_db = create_database(args.pg_url)
             print(f"server: racetrack serve --workers {args.workers} on database {_database_name(database_url)}")
             server = start_server(database_url, args.workers, report / "server.log")
@@ -284,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.chaos == "slow-db" and "LOAD_TEST_REQUEST_TIMEOUT" not in os.environ:
                 locust_env["LOAD_TEST_REQUEST_TIMEOUT"] = f"{max(1.0, args.chaos_seconds / 2):g}"
             print(_chaos_plan(chaos, probe_site, locust_env))
+        print(machine_load())
         sampler = None
         if server is not None:
             interval = max(5.0, seconds / 400) if args.soak else 2.0
@@ -323,6 +330,29 @@ def main(argv: list[str] | None = None) -> int:
                 postgres.cleanup()
                 print(f"embedded PostgreSQL stopped and {postgres.folder} deleted")
     return 1 if failed else 0
+
+
+def embedded_server() -> str:
+    """The embedded PostgreSQL that `./scripts/run` uses (started if it is not running): its URL."""
+    from app.store.database import start_embedded
+
+    data_dir = Path(os.environ.get("RACETRACK_DATA_DIR") or REPO / ".racetrack")
+    try:
+        url = start_embedded(data_dir)
+    except Exception as exc:  # initdb / pg_ctl failures come as several exception types
+        raise RunError(f"could not start the embedded PostgreSQL in {data_dir}/pgdata: {exc}") from exc
+    print(f"database server: the embedded PostgreSQL in {data_dir.resolve()}/pgdata, as ./scripts/run uses"
+          " (--pg-url or LOAD_TEST_PG_URL for another server)")  # fmt: skip
+    return url
+
+
+def machine_load() -> str:
+    """The cores and the load average before the run: latencies measured on a machine busier than its
+    cores (other work, other test suites) read high, whatever the service does."""
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0]
+    note = " (busier than its cores: other work shares them, latencies will read high)" if load > cores else ""
+    return f"machine: {cores} cores, load average {load:.1f} before the run{note}"
 
 
 def _database_name(url: str) -> str:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psutil
@@ -32,10 +33,27 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-async def _admin(url: str, statement: str) -> None:
+def _where(url: str) -> str:
+    """The server of url without its password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or (parts.query or "the local socket")
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+async def _connect(url: str) -> Any:
     import asyncpg
 
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return await asyncpg.connect(asyncpg_dsn(url), timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise RuntimeError(
+            f"could not reach PostgreSQL at {_where(url)} ({type(exc).__name__}: {exc}); start it, or give"
+            " --pg-url / LOAD_TEST_PG_URL (unset: the embedded PostgreSQL of ./scripts/run)"
+        ) from None
+
+
+async def _admin(url: str, statement: str) -> None:
+    conn = await _connect(url)
     try:
         await conn.execute(statement)
     finally:
@@ -43,9 +61,7 @@ async def _admin(url: str, statement: str) -> None:
 
 
 async def _show(url: str, setting: str) -> str:
-    import asyncpg
-
-    conn = await asyncpg.connect(asyncpg_dsn(url))
+    conn = await _connect(url)
     try:
         return str(await conn.fetchval(f"SHOW {setting}"))
     finally:

@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 
 from app.config import Settings
 from app.main import create_app
-from app.store.database import asyncpg_dsn, migrate, start_embedded
+from app.store.database import asyncpg_dsn, migrate, start_embedded, with_database
 
 ROOT_TOKEN = "test-root-token"
 PROJECT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 def _server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     return url or start_embedded(PROJECT / ".racetrack" / "test")
-
-
-def _with_database(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(asyncpg_dsn(url))
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +42,7 @@ def database_url() -> Iterator[str]:
             await conn.close()
 
     asyncio.run(admin(f"CREATE DATABASE {name}"))
-    url = _with_database(server, name)
+    url = with_database(server, name)
     migrate(url)
     _DATABASE[:] = [url]
     yield url

@@ -386,14 +386,19 @@ class Oracle:
             "nps": _ratio(100 * (promoters - detractors), len(scores)),
         }
 
-    def funnel(self, frm: date, to: date, tz: str) -> list[dict[str, Any]]:
+    def funnel(self, frm: date, to: date, tz: str, nested: bool = True) -> list[dict[str, Any]]:
+        """The RACE funnel: nested (persons in this stage and every earlier one) or independent."""
         zone = ZoneInfo(tz)
         start, end = local_midnight(frm, zone), local_midnight(to, zone)
         events = [e for e in self.events if start <= e.at < end]
-        counts = [
-            ("reach", len({e.person for e in events})),
-            *((stage, len({e.person for e in events if e.stage == stage})) for stage in ("act", "convert", "engage")),
-        ]
+        reached = {"reach": {e.person for e in events}}
+        reached |= {stage: {e.person for e in events if e.stage == stage} for stage in ("act", "convert", "engage")}
+        independent = {stage: len(persons) for stage, persons in reached.items()}
+        in_all, nested_counts = set(reached["reach"]), {}
+        for stage, persons in reached.items():
+            in_all = {p for p in in_all if p in persons}
+            nested_counts[stage] = len(in_all)
+        counts = list((nested_counts if nested else independent).items())
         top = counts[0][1]
         steps = []
         for i, (stage, n) in enumerate(counts):
@@ -403,6 +408,8 @@ class Oracle:
                     "persons": n,
                     "rate_from_previous": None if i == 0 else _ratio(n, counts[i - 1][1]),
                     "rate_from_top": _ratio(n, top),
+                    "nested_persons": nested_counts[stage],
+                    "independent_persons": independent[stage],
                 }
             )
         return steps

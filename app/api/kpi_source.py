@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -53,6 +53,13 @@ async def kpi_counts(
         top = limited_groups(await kpi_queries.top_groups(conn, q, limit + 1), limit)
         q = replace(q, top=tuple(top))
     return await kpi_queries.kpi_counts(pool, q, periods), top, "events"
+
+
+async def rollup_stage_persons(
+    conn: asyncpg.Connection, site: Site, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """Each RACE stage's person set over [start, end) from the rollups, for the nested funnel."""
+    return await rollups.funnel_sets(conn, site.site_id, site_zone(site), start, end)
 
 
 def with_source(response: Response, source: str) -> Response:

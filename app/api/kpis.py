@@ -11,10 +11,9 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app import rollups
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep, freshness
-from app.api.kpi_source import Source, kpi_counts, site_zone, use_rollups, with_source
+from app.api.kpi_source import Source, kpi_counts, rollup_stage_persons, use_rollups, with_source
 from app.api.params import (
     Breakdown,
     Format,
@@ -30,7 +29,8 @@ from app.api.params import (
     zone_of,
 )
 from app.config import Settings
-from app.domain.kpis import KPI_NAMES, Bucket, Granularity, funnel_steps, kpis_of, pacing
+from app.domain.kpis import KPI_NAMES, Bucket, FunnelKind, Granularity, kpis_of, nested_counts, race_funnel
+from app.domain.plan import plan
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
@@ -41,6 +41,7 @@ from app.store.sites import Site
 
 router = APIRouter(tags=["kpis"])
 T = TypeVar("T")
+PLAN_COLUMNS = ("target", "direction", "attainment", "status", "pacing")
 
 
 @router.get("/v1/kpis", summary="Every RACE KPI per bucket (and breakdown group)")
@@ -70,7 +71,7 @@ async def kpis(
         planned = await _add_targets(conn, site, periods, rows, zone)
     if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
-        plan_columns = [f"{k}_{part}" for k in planned for part in ("target", "attainment", "pacing")]
+        plan_columns = [f"{k}_{part}" for k in planned for part in PLAN_COLUMNS]
         csv = csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
         return with_source(conditional(request, csv), used)
     answer = {
@@ -95,7 +96,7 @@ def _group_order(top: list[str]) -> Any:
 async def _add_targets(
     conn: Any, site: Site, periods: list[Bucket], rows: list[dict[str, Any]], zone: ZoneInfo
 ) -> list[str]:
-    """Month buckets carry {kpi: {"target", "attainment"}} for the KPIs that have a target."""
+    """Month buckets carry {kpi: plan entry (app/domain/plan.py)} for the KPIs that have a target."""
     months = [b.aligned.astimezone(zone).date() for b in periods]
     found = await targets_store.targets_between(conn, site.site_id, months[0], months[-1])
     by_start = {b.start.isoformat(): b for b in periods}
@@ -104,29 +105,17 @@ async def _add_targets(
         bucket = by_start[row["start"]]
         month = bucket.aligned.astimezone(zone).date()
         row["targets"] = {
-            kpi: _plan(row["kpis"].get(kpi), value, pacing(kpi, row["kpis"].get(kpi), bucket, now))
+            kpi: plan(kpi, row["kpis"].get(kpi), value, bucket, now)
             for (kpi, target_month), value in found.items()
             if target_month == month
         }
     return sorted({kpi for kpi, _ in found})
 
 
-def _plan(actual: Any, target: float, paced: float | None) -> dict[str, Any]:
-    plan = {"target": target, "attainment": _attainment(actual, target)}
-    if paced is not None:  # only the running month: the month-end value the trend projects
-        plan |= {"pacing": paced, "pacing_attainment": _attainment(paced, target)}
-    return plan
-
-
-def _attainment(actual: Any, target: float) -> float | None:
-    return None if actual is None or target == 0 else actual / target
-
-
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     flat = {"start": row["start"], "end": row["end"], "group": row["group"], **row["kpis"]}
-    for kpi, plan in row.get("targets", {}).items():
-        flat[f"{kpi}_target"], flat[f"{kpi}_attainment"] = plan["target"], plan["attainment"]
-        flat[f"{kpi}_pacing"] = plan.get("pacing")
+    for kpi, entry in row.get("targets", {}).items():
+        flat |= {f"{kpi}_{part}": entry.get(part) for part in PLAN_COLUMNS}
     return flat
 
 
@@ -142,9 +131,16 @@ def _bucket_row(b: Bucket, grp: str, counts: dict[tuple[datetime, str], Any], gr
     }
 
 
-FUNNEL_DESCRIPTION = """Without `steps`: the RACE funnel over the period. Per stage, `persons` with an event of
-that stage in [from, to) (reach: any event); `rate_from_previous` and `rate_from_top` against the
-previous stage and reach. With `medians=true`, each stage also carries `median_seconds_from_previous`:
+FUNNEL_DESCRIPTION = """Without `steps`: the RACE funnel over the period, of the kind the answer's `funnel` field
+names. `funnel=nested` (default): a stage's `persons` are those with an event of that stage *and*
+of every earlier stage in [from, to) (reach: any event), so each step is a subset of the one above;
+`funnel=independent`: persons with an event of that stage, whatever the others (a visitor who buys
+without an act-stage event counts in convert, not act). Each step carries both counts,
+`nested_persons` and `independent_persons`, beside `persons` (the chosen kind's);
+`rate_from_previous` and `rate_from_top` compare `persons` with the previous stage and reach. The
+nesting is by stage, not by time: a person who bought before viewing a product in the period still
+counts in both (use `steps=` for an order in time). With `medians=true`, each stage also carries
+`median_seconds_from_previous`:
 over persons with events of both stages in the period, the median of (their first event of this
 stage - their first event of the previous stage); it can be negative when many persons reach a stage
 before the previous one. Persons and rates come from the rollups; medians need every person's
@@ -173,6 +169,15 @@ Medians = Annotated[
     Query(
         description="Without steps: add each stage's median_seconds_from_previous (scans the period's events)",
         examples=[True],
+    ),
+]
+Kind = Annotated[
+    FunnelKind,
+    Query(
+        alias="funnel",
+        description="Without steps: nested (default, persons in this stage and every earlier one) or "
+        "independent (persons in this stage, whatever the others)",
+        examples=["nested"],
     ),
 ]
 Window = Annotated[
@@ -210,6 +215,7 @@ async def funnel(
     steps: Steps = None,
     window: Window = None,
     medians: Medians = False,
+    kind: Kind = FunnelKind.NESTED,
     format: Format = None,
     source: Source = "rollups",
 ) -> Response:
@@ -226,12 +232,15 @@ async def funnel(
     columns = ["persons", "rate_from_previous", "rate_from_top"]
     used = "events"
     if steps is None:
-        rows, used = await _stage_funnel(conn, settings, site, period, medians, source)
-        columns = ["stage", *columns, *(["median_seconds_from_previous"] if medians else [])]
+        rows, used = await _stage_funnel(conn, settings, site, period, medians, source, kind)
+        answer["funnel"] = kind.value
+        columns = ["stage", *columns, "nested_persons", "independent_persons"]
+        columns += ["median_seconds_from_previous"] if medians else []
     else:
         goal_steps = _parsed("steps", steps, parse_steps)
         found_steps = await report_queries.ordered_funnel(conn, site.site_id, *period, goal_steps, span)
         rows = goal_funnel(goal_steps, found_steps)
+        answer["funnel"] = "ordered_goals"
         answer["window"], answer["window_seconds"] = window or DEFAULT_WINDOW, span.total_seconds()
         columns = ["goal", "optional", *columns, "median_seconds_from_previous"]
     if wants_csv(request, format):
@@ -246,18 +255,21 @@ async def _stage_funnel(
     period: tuple[datetime, datetime],
     medians: bool,
     source: str,
+    kind: FunnelKind,
 ) -> tuple[list[dict[str, Any]], str]:
-    persons: dict[str, int] | None = None
-    found: dict[str, tuple[int, float | None]] = {}
+    found: dict[str, tuple[int, int, float | None]] = {}
+    independent = nested = None
     if not medians and use_rollups(settings, source):
-        persons = await rollups.funnel_persons(conn, site.site_id, site_zone(site), *period)
+        sets = await rollup_stage_persons(conn, site, *period)
+        if sets is not None:
+            independent, nested = {stage: len(persons) for stage, persons in sets.items()}, nested_counts(sets)
     used = "rollups"
-    if persons is None:
+    if independent is None or nested is None:
         used = "events"
         found = await report_queries.stage_funnel(conn, site.site_id, *period)
-        persons = {stage: n for stage, (n, _) in found.items()}
-    rows = []
-    for step in funnel_steps(list(persons.items())):
-        stage = str(step.pop("label"))
-        rows.append({"stage": stage, **step} | ({"median_seconds_from_previous": found[stage][1]} if medians else {}))
+        independent = {stage: n for stage, (n, _, _) in found.items()}
+        nested = {stage: n for stage, (_, n, _) in found.items()}
+    rows = race_funnel(nested, independent, kind)
+    if medians:
+        rows = [{**row, "median_seconds_from_previous": found[str(row["stage"])][2]} for row in rows]
     return rows, used

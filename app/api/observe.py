@@ -44,6 +44,21 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def uvicorn_log_config(level: str) -> dict[str, Any]:
+    """uvicorn's own loggers (start-up, shutdown, errors) in the same JSON lines as Racetrack's."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "app.api.observe.JsonFormatter"}},
+        "handlers": {"json": handler},
+        "loggers": {
+            name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
 class Observe:
     def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
         self.app = app

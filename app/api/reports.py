@@ -3,7 +3,7 @@ repeat-purchase cohorts, the RACE one-pager. JSON or CSV, explicit tz, condition
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -253,8 +253,10 @@ async def cohorts(
 REPORT_DESCRIPTION = """The RACE one-pager for a calendar month (in tz): every KPI of /v1/kpis for that
 month, grouped by stage (reach, act, convert, engage), each with `value`, `previous` (the month
 before), `change` = value - previous, `change_ratio` = change / |previous| (null when previous is 0 or
-null), `target` (from /v1/targets, null if none) and `attainment` = value / target. CSV: one row per
-KPI."""
+null), `target` (from /v1/targets, null if none), `direction` (`higher` or `lower` is better:
+bounce_rate is lower), `attainment` (value / target when higher is better, target / value when lower
+is better: above 1 beats the plan) and `status` (met, missed, on_track, off_track, too_early,
+not_started, no_data; see the README's Plan section). CSV: one row per KPI."""
 
 
 @router.get("/v1/report", summary="The RACE one-pager of a month", description=REPORT_DESCRIPTION)
@@ -281,12 +283,14 @@ async def report(
     periods = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
     q = kpi_queries.Query(site.site_id, periods[0].start, end, zone.key, Granularity.MONTH, None)
     counts, _, _ = await kpi_counts(conn, pool, settings, site, q, periods, None)
-    before, now = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
+    before, current = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
     targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
-    stages = report_stages(now, before, {kpi: value for (kpi, _), value in targets.items()})
+    planned = {kpi: value for (kpi, _), value in targets.items()}
+    stages = report_stages(current, before, planned, periods[1], datetime.now(UTC))
     if wants_csv(request, format):
         flat = [{"stage": s["stage"], **k} for s in stages for k in s["kpis"]]
-        columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "attainment"]
+        columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "direction"]
+        columns += ["attainment", "status"]
         return conditional(request, csv_answer(flat, columns, "report.csv"))
     head = _head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
     return conditional(request, JSONAnswer({**head, "stages": stages}))

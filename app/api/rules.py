@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -213,6 +213,19 @@ async def reclassify(body: Reclassify, request: Request, site: AdminSite) -> dic
     start, end = period_of(body.from_, body.to, zone)
     job = await request.state.jobs.start_reclassify(site.site_id, start, end, zone.key)
     return _job(job)
+
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+
+
+@router.get("/v1/jobs", summary="The site's jobs, newest first")
+async def list_jobs(
+    site: AdminSite,
+    conn: Conn,
+    status: Annotated[JobStatus | None, Query(description="Only jobs of this status", examples=["running"])] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many jobs (default 100)")] = 100,
+) -> dict[str, Any]:
+    return {"jobs": [_job(job) for job in await job_store.list_jobs(conn, site.site_id, status, limit)]}
 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status and progress")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.deps import AdminSite, Conn
 from app.domain.kpis import KPI_NAMES
+from app.domain.plan import DIRECTIONS
 from app.store import targets as store
 
 router = APIRouter(tags=["plan"])
@@ -44,7 +45,10 @@ async def put_targets(body: TargetsIn, site: AdminSite, conn: Conn) -> dict[str,
     return {"updated": len(body.targets)}
 
 
-@router.get("/v1/targets", summary="Targets between two months (inclusive)")
+@router.get(
+    "/v1/targets",
+    summary="Targets between two months (inclusive), each with its KPI's direction (higher or lower is better)",
+)
 async def get_targets(
     site: AdminSite,
     conn: Conn,
@@ -57,4 +61,9 @@ async def get_targets(
     ] = "2999-12",
 ) -> dict[str, Any]:
     found = await store.targets_between(conn, site.site_id, month_start(start), month_start(end))
-    return {"targets": [{"kpi": k, "month": m.strftime("%Y-%m"), "value": v} for (k, m), v in found.items()]}
+    return {
+        "targets": [
+            {"kpi": k, "month": m.strftime("%Y-%m"), "value": v, "direction": DIRECTIONS[k].value}
+            for (k, m), v in found.items()
+        ]
+    }

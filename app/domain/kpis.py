@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
 from zoneinfo import ZoneInfo
 
 
@@ -156,6 +158,37 @@ def kpis_of(c: Counts) -> dict[str, float | int | None]:
     }
 
 
+class FunnelKind(StrEnum):
+    NESTED = "nested"  # persons who reached this stage and every earlier one (the default)
+    INDEPENDENT = "independent"  # persons who reached this stage, whatever the others
+
+
+RACE_STAGES = ("reach", "act", "convert", "engage")
+
+
+def nested_counts(stage_persons: Mapping[str, Any]) -> dict[str, int]:
+    """Persons in each RACE stage's set and in every earlier stage's set (reach: every person seen).
+    Works on Python sets and on roaring bitmaps alike."""
+    counts: dict[str, int] = {}
+    running: Any = None
+    for stage in RACE_STAGES:
+        persons = stage_persons.get(stage, frozenset())
+        running = persons if running is None else running & persons
+        counts[stage] = len(running)
+    return counts
+
+
+def race_funnel(nested: Mapping[str, int], independent: Mapping[str, int], kind: FunnelKind) -> list[dict[str, object]]:
+    """The RACE funnel's steps: `persons` and rates of the chosen kind, both counts beside."""
+    chosen = nested if kind is FunnelKind.NESTED else independent
+    steps = funnel_steps([(stage, chosen[stage]) for stage in RACE_STAGES])
+    return [
+        {"stage": stage, **{k: v for k, v in step.items() if k != "label"},
+         "nested_persons": nested[stage], "independent_persons": independent[stage]}
+        for stage, step in zip(RACE_STAGES, steps, strict=True)
+    ]  # fmt: skip
+
+
 def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:
     """Each step's persons, rate against the previous step and against the top."""
     top = counts[0][1] if counts else 0
@@ -172,20 +205,3 @@ def funnel_steps(counts: list[tuple[str, int]]) -> list[dict[str, object]]:
         )
         previous = persons
     return steps
-
-
-# Counts and sums grow through a month, so their month-end value is projected linearly; ratios,
-# "to date" figures and NPS are already the trend and are carried as they are.
-PROJECTED_KPIS = frozenset({
-    "visitors", "new_visitors", "sessions", "pageviews", "act_events", "leads", "orders", "revenue",
-    "new_customers", "offline_orders", "offline_revenue", "engage_events", "repeat_orders", "repeat_customers",
-})  # fmt: skip
-
-
-def pacing(kpi: str, actual: float | None, bucket: Bucket, now: datetime) -> float | None:
-    """The value at the bucket's end if the trend so far holds; None unless the bucket is running."""
-    if actual is None or not bucket.start < now < bucket.end:
-        return None
-    if kpi not in PROJECTED_KPIS:
-        return actual
-    return actual * (bucket.end - bucket.start) / (now - bucket.start)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from app.domain.kpis import STAGE_KPIS, ratio
+from app.domain.kpis import STAGE_KPIS, Bucket, ratio
+from app.domain.plan import DIRECTIONS, attainment, status
 
 # ---- ordered goal funnel -------------------------------------------------------------------------
 
@@ -197,7 +198,11 @@ def report_stages(
     current: Mapping[str, float | int | None],
     previous: Mapping[str, float | int | None],
     targets: Mapping[str, float],
+    month: Bucket,
+    now: datetime,
 ) -> list[dict[str, Any]]:
+    """Each stage's KPIs: value, previous month, change, and the plan: target, the KPI's direction,
+    attainment and status as in app/domain/plan.py (null without a target)."""
     stages = []
     for stage, names in STAGE_KPIS.items():
         rows = []
@@ -213,7 +218,9 @@ def report_stages(
                     "change": absolute,
                     "change_ratio": relative,
                     "target": target,
-                    "attainment": None if value is None or not target else value / target,
+                    "direction": DIRECTIONS[kpi].value,
+                    "attainment": None if target is None else attainment(kpi, value, target),
+                    "status": None if target is None else status(kpi, value, target, month, now).value,
                 }
             )
         stages.append({"stage": stage, "kpis": rows})

@@ -7,6 +7,7 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
@@ -21,6 +22,13 @@ def asyncpg_dsn(url: str) -> str:
 
 def sqlalchemy_url(url: str) -> str:
     return "postgresql+asyncpg://" + asyncpg_dsn(url).removeprefix("postgresql://")
+
+
+def with_database(url: str, name: str) -> str:
+    """url pointed at the database name on the same server; the query (e.g. the embedded server's
+    `?host=/.../pgdata` socket folder) is kept."""
+    parts = urlsplit(asyncpg_dsn(url))
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def start_embedded(data_dir: Path) -> str:

@@ -28,6 +28,18 @@ async def get_job(conn: asyncpg.Connection, site_id: int, job_id: int) -> dict[s
     return dict(row) if row else None
 
 
+async def list_jobs(conn: asyncpg.Connection, site_id: int, status: str | None, limit: int) -> list[dict[str, Any]]:
+    """The site's jobs, newest first (optionally of one status)."""
+    rows = await conn.fetch(
+        f"SELECT {JOB_COLUMNS} FROM job WHERE site_id = $1 AND ($2::text IS NULL OR status = $2) "
+        "ORDER BY job_id DESC LIMIT $3",
+        site_id,
+        status,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
 async def unfinished_jobs(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(f"SELECT {JOB_COLUMNS} FROM job WHERE status IN ('queued', 'running') ORDER BY job_id")
     return [dict(r) for r in rows]

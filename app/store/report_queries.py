@@ -36,9 +36,10 @@ _STAGES = ("reach", "act", "convert", "engage")
 
 async def stage_funnel(
     conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime
-) -> dict[str, tuple[int, float | None]]:
-    """Per RACE stage: persons with an event of it in the period (reach: any event), and the median
-    over persons of (their first event of the stage - their first event of the previous stage)."""
+) -> dict[str, tuple[int, int, float | None]]:
+    """Per RACE stage: persons with an event of it in the period (reach: any event), persons with
+    an event of it and of every earlier stage (nested), and the median over persons of (their first
+    event of the stage - their first event of the previous stage)."""
     row = await conn.fetchrow(
         """WITH firsts AS (
              SELECT person_id, min(event_at) AS reach,
@@ -48,6 +49,10 @@ async def stage_funnel(
              FROM event WHERE site_id = $1 AND NOT is_bot AND event_at >= $2 AND event_at < $3
              GROUP BY person_id)
            SELECT count(*) AS reach, count(act) AS act, count(convert) AS convert, count(engage) AS engage,
+             count(*) AS nested_reach, count(act) AS nested_act,
+             count(*) FILTER (WHERE act IS NOT NULL AND convert IS NOT NULL) AS nested_convert,
+             count(*) FILTER (WHERE act IS NOT NULL AND convert IS NOT NULL AND engage IS NOT NULL)
+               AS nested_engage,
              percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM act - reach)::float8) AS act_median,
              percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM convert - act)::float8) AS convert_median,
              percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM engage - convert)::float8)
@@ -57,7 +62,10 @@ async def stage_funnel(
         start,
         end,
     )
-    return {stage: (row[stage], None if stage == "reach" else row[f"{stage}_median"]) for stage in _STAGES}
+    return {
+        stage: (row[stage], row[f"nested_{stage}"], None if stage == "reach" else row[f"{stage}_median"])
+        for stage in _STAGES
+    }
 
 
 def _ordered_funnel_sql(steps: Sequence[FunnelStep]) -> str:

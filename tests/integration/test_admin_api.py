@@ -197,8 +197,10 @@ async def test_targets_show_beside_month_actuals(client: httpx.AsyncClient) -> N
         params={"from": "2026-03-01", "to": "2026-05-01", "granularity": "month", "tz": "UTC"},
     )
     march, april = kpis.json()["buckets"]
-    assert march["targets"] == {"revenue": {"target": 200.0, "attainment": 0.25}}
-    assert april["targets"] == {"orders": {"target": 4.0, "attainment": 0.0}}
+    assert march["targets"] == {
+        "revenue": {"target": 200.0, "direction": "higher", "attainment": 0.25, "status": "missed"}
+    }
+    assert april["targets"] == {"orders": {"target": 4.0, "direction": "higher", "attainment": 0.0, "status": "missed"}}
     csv_text = (
         await client.get(
             "/v1/kpis",
@@ -208,9 +210,10 @@ async def test_targets_show_beside_month_actuals(client: httpx.AsyncClient) -> N
     ).text
     header, first = csv_text.splitlines()[:2]
     assert header.endswith(
-        "orders_target,orders_attainment,orders_pacing,revenue_target,revenue_attainment,revenue_pacing"
+        "orders_target,orders_direction,orders_attainment,orders_status,orders_pacing,"
+        "revenue_target,revenue_direction,revenue_attainment,revenue_status,revenue_pacing"
     )
-    assert first.endswith(",,,,200.0,0.25,")  # March 2026 is over: no pacing
+    assert first.endswith(",,,,,,200.0,higher,0.25,missed,")  # March 2026 is over: no pacing
 
 
 async def test_rule_change_reaches_another_worker_within_a_second(
@@ -264,6 +267,8 @@ async def test_an_interrupted_reclassification_resumes_on_start(
 async def test_the_running_month_carries_pacing(client: httpx.AsyncClient) -> None:
     from datetime import UTC, datetime
 
+    from app.domain.plan import PACING_MIN_SHARE
+
     site = await create_site(client)
     now = datetime.now(UTC)
     month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -293,8 +298,35 @@ async def test_the_running_month_carries_pacing(client: httpx.AsyncClient) -> No
     )
     plan = answer.json()["buckets"][0]["targets"]["revenue"]
     elapsed = (datetime.now(UTC) - month_start) / (next_month - month_start)
-    assert plan["pacing"] == pytest.approx(40 / elapsed, rel=1e-3)
-    assert plan["pacing_attainment"] == pytest.approx(plan["pacing"] / 1000)
+    assert plan["elapsed_share"] == pytest.approx(elapsed, rel=1e-3)
+    if plan["elapsed_share"] < PACING_MIN_SHARE:  # too early in the month to project (unit-tested both ways)
+        assert "pacing" not in plan and plan["status"] == "too_early"
+    else:
+        assert plan["pacing"] == pytest.approx(40 / elapsed, rel=1e-3)
+        assert plan["pacing_attainment"] == pytest.approx(plan["pacing"] / 1000)
+        assert plan["status"] == ("on_track" if plan["pacing"] >= 1000 else "off_track")
+
+
+async def test_a_lower_is_better_target_reads_the_right_way(client: httpx.AsyncClient) -> None:
+    site = await create_site(client)
+
+    def page(person: str, at: str) -> dict[str, Any]:
+        return {"type": "page", "anonymousId": person, "messageId": f"{person}-{at}", "timestamp": at}
+
+    # four one-page sessions and one of two pages: bounce rate 4 / 5 = 0.8
+    days = [f"2026-03-0{day}T10:00:00Z" for day in range(1, 5)]
+    two_pages = [page("v9", "2026-03-06T10:00:00Z"), page("v9", "2026-03-06T10:01:00Z")]
+    await _ingest(client, site, [*(page(f"v{i}", at) for i, at in enumerate(days)), *two_pages])
+    targets = [{"kpi": "bounce_rate", "month": "2026-03", "value": 0.4}]
+    await client.put("/v1/targets", headers=admin(site), json={"targets": targets})
+    params = {"from": "2026-03-01", "to": "2026-04-01", "granularity": "month", "tz": "UTC"}
+    march = (await client.get("/v1/kpis", headers=admin(site), params=params)).json()["buckets"][0]
+    assert march["kpis"]["bounce_rate"] == 0.8
+    assert march["targets"]["bounce_rate"] == {
+        "target": 0.4, "direction": "lower", "attainment": 0.5, "status": "missed"
+    }  # fmt: skip
+    listed = (await client.get("/v1/targets", headers=admin(site), params={"from": "2026-03", "to": "2026-03"})).json()
+    assert listed == {"targets": [{"kpi": "bounce_rate", "month": "2026-03", "value": 0.4, "direction": "lower"}]}
 
 
 async def test_replay_keeps_the_time_of_first_arrival(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
@@ -328,3 +360,28 @@ async def test_an_absurd_order_value_does_not_break_revenue(client: httpx.AsyncC
     )
     assert kpis.status_code == 200, kpis.text
     assert (kpis.json()["buckets"][0]["kpis"]["orders"], kpis.json()["buckets"][0]["kpis"]["revenue"]) == (3, 20.0)
+
+
+async def test_jobs_list_the_sites_own_jobs_newest_first(client: httpx.AsyncClient) -> None:
+    site, other = await create_site(client), await create_site(client)
+    ids = []
+    for day in ("2026-03-01", "2026-03-02"):
+        job = await client.post("/v1/reclassify", json={"from": day, "to": "2026-03-03"}, headers=admin(site))
+        ids.append((await _wait_job(client, site, job.json()["id"]))["id"])
+    await client.post("/v1/reclassify", json={"from": "2026-03-01", "to": "2026-03-02"}, headers=admin(other))
+    listed = await client.get("/v1/jobs", headers=admin(site))
+    assert listed.status_code == 200, listed.text
+    jobs = listed.json()["jobs"]
+    assert [j["id"] for j in jobs] == ids[::-1]
+    assert [(j["kind"], j["status"], j["total"]) for j in jobs] == [
+        ("reclassify", "done", 1),
+        ("reclassify", "done", 2),
+    ]
+    one = await client.get("/v1/jobs", params={"limit": 1, "status": "done"}, headers=admin(site))
+    assert [j["id"] for j in one.json()["jobs"]] == [ids[1]]
+    none = await client.get("/v1/jobs", params={"status": "failed"}, headers=admin(site))
+    assert none.json() == {"jobs": []}
+    bad = await client.get("/v1/jobs", params={"status": "sleeping"}, headers=admin(site))
+    assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "status"
+    read_key = await client.get("/v1/jobs", headers={"Authorization": f"Bearer {site['read_key']}"})
+    assert read_key.status_code in (401, 403)

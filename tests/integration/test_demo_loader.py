@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from app.demo import generate_messages, load_demo
+from app.demo import Profile, generate_messages, load_demo
 from tests.conftest import create_site
 
 NOW = datetime(2026, 3, 31, 12, tzinfo=UTC)
@@ -26,8 +26,8 @@ async def _snapshot(db: asyncpg.Connection, site_id: int) -> dict[str, Any]:
 
 async def test_bulk_load_equals_live_ingestion(client: httpx.AsyncClient, db: asyncpg.Connection,
                                                database_url: str) -> None:  # fmt: skip
-    loaded = await load_demo(database_url, persons=150, days=20, seed=3, now=NOW)
-    messages = generate_messages(150, 20, NOW - timedelta(days=20), seed=3)
+    loaded = await load_demo(database_url, persons=150, days=20, seed=3, now=NOW, profile=Profile.DENSE)
+    messages = generate_messages(150, 20, NOW - timedelta(days=20), seed=3, profile=Profile.DENSE)
     site = await create_site(client)
     for offset in range(0, len(messages), 300):
         answer = await client.post("/v1/batch", json={"batch": messages[offset : offset + 300]},
@@ -38,3 +38,17 @@ async def test_bulk_load_equals_live_ingestion(client: httpx.AsyncClient, db: as
     assert bulk == live
     retried = await client.post("/v1/batch", json={"batch": messages[:5]}, auth=(loaded["write_key"], ""))
     assert retried.json()["duplicates"] == 5  # the bulk loader filled the dedupe ledger too
+
+
+async def test_bulk_load_of_the_realistic_mix_equals_live_ingestion(
+    client: httpx.AsyncClient, db: asyncpg.Connection, database_url: str
+) -> None:
+    loaded = await load_demo(database_url, persons=400, days=10, seed=4, now=NOW)
+    messages = generate_messages(400, 10, NOW - timedelta(days=10), seed=4, profile=Profile.REALISTIC)
+    site = await create_site(client)
+    for offset in range(0, len(messages), 300):
+        answer = await client.post("/v1/batch", json={"batch": messages[offset : offset + 300]},
+                                   auth=(site["write_key"], ""))  # fmt: skip
+        assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+    bulk, live = await _snapshot(db, loaded["site"]), await _snapshot(db, site["id"])
+    assert len(bulk["events"]) == len(messages) == loaded["events"] and bulk == live

@@ -271,16 +271,19 @@ def _compare_kpis(label: str, expected: list[dict[str, Any]], answer: httpx.Resp
     return problems
 
 
-def _compare_funnel(label: str, expected: list[dict[str, Any]], answer: httpx.Response) -> list[str]:
+def _compare_funnel(label: str, expected: list[dict[str, Any]], answer: httpx.Response, kind: str) -> list[str]:
     if failed := _answered(label, answer):
         return failed
+    if answer.json()["funnel"] != kind:
+        return [f"{label}: funnel {answer.json()['funnel']!r}, expected {kind!r}"]
     steps = answer.json()["steps"]
     if [s["stage"] for s in steps] != [s["stage"] for s in expected]:
         return [f"{label}: stages {[s['stage'] for s in steps]}"]
     problems = []
     for w, h in zip(expected, steps, strict=True):
-        if h["persons"] != w["persons"]:
-            problems.append(f"{label} {w['stage']} persons: expected {w['persons']}, got {h['persons']}")
+        for field in ("persons", "nested_persons", "independent_persons"):
+            if h[field] != w[field]:
+                problems.append(f"{label} {w['stage']} {field}: expected {w[field]}, got {h[field]}")
         for field in ("rate_from_previous", "rate_from_top"):
             if not _same(field, w[field], h[field]):
                 problems.append(f"{label} {w['stage']} {field}: expected {w[field]!r}, got {h[field]!r}")
@@ -296,6 +299,9 @@ def _assert_data_exercises_everything(oracle: Oracle) -> None:
     assert sum(e.bot for e in oracle.all_events) >= 3, "no bot traffic"
     assert len({e.person for e in oracle.all_events if e.bot}) >= 2
     assert sum(e.repeat_order for e in in_period) >= 20, "too few repeat orders"
+    independent = {s["stage"]: s["independent_persons"] for s in oracle.funnel(FROM, TO, "UTC")}
+    nested = {s["stage"]: s["nested_persons"] for s in oracle.funnel(FROM, TO, "UTC")}
+    assert nested["convert"] < independent["convert"], "no buyer without an act-stage event: nested = independent"
     guest_linked = [e for e in events if e.order and not e.user and e.person.startswith("u:")]
     assert len(guest_linked) >= 5, "no guest checkouts linked by a later signup"
     assert sum(1 for e in events if not e.user and e.person.startswith("u:")) >= 50, "few retroactive links"
@@ -347,7 +353,10 @@ async def _check_all(
             answer = await client.get("/v1/kpis", params={**period, "granularity": gran, "tz": tz}, headers=headers)
             problems += _compare_kpis(f"{tz}/{gran}", oracle.kpis(FROM, TO, gran, tz), answer)
         answer = await client.get("/v1/funnel", params={**period, "tz": tz}, headers=headers)
-        problems += _compare_funnel(f"{tz}/funnel", oracle.funnel(FROM, TO, tz), answer)
+        problems += _compare_funnel(f"{tz}/funnel", oracle.funnel(FROM, TO, tz), answer, "nested")
+        answer = await client.get("/v1/funnel", params={**period, "tz": tz, "funnel": "independent"}, headers=headers)
+        expected = oracle.funnel(FROM, TO, tz, nested=False)
+        problems += _compare_funnel(f"{tz}/funnel=independent", expected, answer, "independent")
     for tz, gran in BREAKDOWN_CASES[1:3] if quick else BREAKDOWN_CASES:
         params = {**period, "granularity": gran, "tz": tz, "breakdown": "channel"}
         answer = await client.get("/v1/kpis", params=params, headers=headers)

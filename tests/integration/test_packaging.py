@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.store.database import asyncpg_dsn
+from app.store.database import asyncpg_dsn, with_database
 
 PROJECT = Path(__file__).resolve().parents[2]
 MIGRATE = """
@@ -26,7 +26,11 @@ sys.exit(main(["migrate"]))
 def _wheel_installed_into(folder: Path) -> Path:
     wheels = folder / "wheels"
     pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(PROJECT)], check=True, capture_output=True)
+    built = subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(wheels), str(PROJECT)], check=True, capture_output=True, text=True
+    )
+    # every importable folder is declared (setuptools warns on the first install otherwise)
+    assert "is absent from the `packages` configuration" not in built.stdout + built.stderr, built.stderr[-3000:]
     (wheel,) = wheels.glob("racetrack-*.whl")
     target = folder / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True)
@@ -37,7 +41,8 @@ def _wheel_installed_into(folder: Path) -> Path:
 async def test_a_plain_install_migrates_outside_the_checkout(database_url: str, tmp_path: Path) -> None:
     target = _wheel_installed_into(tmp_path)
     assert (target / "app" / "rules" / "default.yaml").exists()
-    server, name = database_url.rsplit("/", 1)[0], f"racetrack_wheel_{uuid.uuid4().hex[:8]}"
+    name = f"racetrack_wheel_{uuid.uuid4().hex[:8]}"
+    wheel_database = with_database(database_url, name)
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     await admin.execute(f"CREATE DATABASE {name}")
     try:
@@ -45,12 +50,12 @@ async def test_a_plain_install_migrates_outside_the_checkout(database_url: str, 
         elsewhere.mkdir()
         dependencies = [p for p in sys.path if p.endswith("site-packages")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *dependencies]),
-               "DATABASE_URL": f"{server}/{name}"}  # fmt: skip
+               "DATABASE_URL": wheel_database}  # fmt: skip
         done = subprocess.run([sys.executable, "-c", MIGRATE], cwd=elsewhere, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-2000:]
         app_file, migrations = done.stdout.split()[:2]
         assert app_file.startswith(str(target)) and migrations.startswith(str(target))  # not the checkout
-        conn = await asyncpg.connect(asyncpg_dsn(f"{server}/{name}"))
+        conn = await asyncpg.connect(wheel_database)
         tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
         await conn.close()
         assert {"site", "event", "session", "person_state", "alembic_version"} <= tables

@@ -238,11 +238,25 @@ async def test_goal_funnel_period_bounds_the_entry_only(client: httpx.AsyncClien
     ]
 
 
-async def test_race_funnel_keeps_its_answer_and_adds_medians(client: httpx.AsyncClient, shop: dict[str, Any]) -> None:
+async def test_race_funnel_is_nested_by_default_with_independent_counts_beside(
+    client: httpx.AsyncClient, shop: dict[str, Any]
+) -> None:
     plain = await get(client, shop, "/v1/funnel", **MARCH)
-    assert [set(s) for s in plain["steps"]] == [{"stage", "persons", "rate_from_previous", "rate_from_top"}] * 4
-    body = await get(client, shop, "/v1/funnel", **MARCH, medians="true")
-    assert set(body) == {"site", "from", "to", "tz", "freshness", "steps"}
+    step_fields = {"stage", "persons", "rate_from_previous", "rate_from_top", "nested_persons", "independent_persons"}
+    assert plain["funnel"] == "nested" and [set(s) for s in plain["steps"]] == [step_fields] * 4
+    # by hand, March: everyone has an act event; alice, bob and dave a first purchase; carol's only
+    # order is a repeat (engage) and dave's second one too: nested engage = dave alone
+    assert [(s["stage"], s["persons"], s["independent_persons"]) for s in plain["steps"]] == [
+        ("reach", 4, 4),
+        ("act", 4, 4),
+        ("convert", 3, 3),
+        ("engage", 1, 2),
+    ]
+    assert (plain["steps"][3]["rate_from_previous"], plain["steps"][3]["rate_from_top"]) == (1 / 3, 0.25)
+    by_events = await get(client, shop, "/v1/funnel", **MARCH, source="events")
+    assert by_events["steps"] == plain["steps"]
+    body = await get(client, shop, "/v1/funnel", **MARCH, medians="true", funnel="independent")
+    assert set(body) == {"site", "from", "to", "tz", "freshness", "funnel", "steps"} and body["funnel"] == "independent"
     got = [
         (s["stage"], s["persons"], s["rate_from_previous"], s["rate_from_top"], s["median_seconds_from_previous"])
         for s in body["steps"]
@@ -256,10 +270,13 @@ async def test_race_funnel_keeps_its_answer_and_adds_medians(client: httpx.Async
         ("convert", 3, 0.75, 0.75, 82500.0),
         ("engage", 2, 2 / 3, 0.5, 862800.0),
     ]
-    assert [s["persons"] for s in plain["steps"]] == [4, 4, 3, 2]
+    assert [s["nested_persons"] for s in body["steps"]] == [4, 4, 3, 1]
     rows = await get_csv(client, shop, "/v1/funnel", **MARCH, medians="true")
-    assert list(rows[0]) == ["stage", "persons", "rate_from_previous", "rate_from_top", "median_seconds_from_previous"]
-    assert rows[0]["median_seconds_from_previous"] == ""
+    assert list(rows[0]) == [
+        "stage", "persons", "rate_from_previous", "rate_from_top", "nested_persons", "independent_persons",
+        "median_seconds_from_previous",
+    ]  # fmt: skip
+    assert rows[0]["median_seconds_from_previous"] == "" and rows[3]["persons"] == "1"
 
 
 async def test_funnel_errors_name_the_field(client: httpx.AsyncClient, shop: dict[str, Any]) -> None:
@@ -274,6 +291,13 @@ async def test_funnel_errors_name_the_field(client: httpx.AsyncClient, shop: dic
         assert answer.status_code == 400, (params, answer.text)
         body = answer.json()
         assert body["code"] == "invalid_parameter" and body["details"][0]["field"] == field, body
+
+
+async def test_an_unknown_funnel_kind_is_refused_naming_the_field(
+    client: httpx.AsyncClient, shop: dict[str, Any]
+) -> None:
+    answer = await client.get("/v1/funnel", params={**MARCH, "funnel": "closed"}, headers=read(shop))
+    assert answer.status_code == 422 and answer.json()["details"][0]["field"] == "funnel", answer.text
 
 
 # ---- /v1/persons ---------------------------------------------------------------------------------
@@ -495,8 +519,11 @@ async def test_report_is_the_month_by_stage_with_change_and_targets(
         "change": 175.0,
         "change_ratio": 8.75,
         "target": 300.0,
+        "direction": "higher",
         "attainment": 0.65,
+        "status": "missed",
     }
+    assert (kpis["bounce_rate"]["direction"], kpis["bounce_rate"]["status"]) == ("lower", None)
     assert (kpis["visitors"]["value"], kpis["visitors"]["previous"], kpis["visitors"]["change"]) == (4, 2, 2)
     assert (kpis["orders"]["value"], kpis["orders"]["target"], kpis["orders"]["attainment"]) == (5, None, None)
     assert (kpis["nps"]["value"], kpis["nps"]["previous"], kpis["nps"]["change_ratio"]) == (100.0, None, None)
@@ -511,7 +538,9 @@ async def test_report_is_the_month_by_stage_with_change_and_targets(
         assert close(kpis[name]["previous"], february[name]), (name, kpis[name], february[name])
 
     rows = await get_csv(client, shop, "/v1/report", month="2026-03", format="csv")
-    assert list(rows[0]) == ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "attainment"]
+    assert list(rows[0]) == [
+        "stage", "kpi", "value", "previous", "change", "change_ratio", "target", "direction", "attainment", "status"
+    ]  # fmt: skip
     assert len(rows) == len(KPI_NAMES)
     revenue = next(r for r in rows if r["kpi"] == "revenue")
     assert (revenue["stage"], revenue["value"], revenue["attainment"]) == ("convert", "195.0", "0.65")

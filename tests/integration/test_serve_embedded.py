@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ import httpx
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
+UVICORN_MESSAGES = ("Started server process", "Uvicorn running on", "Application startup complete",
+                    "Application shutdown complete")  # fmt: skip
 
 
 def _free_port() -> int:
@@ -78,6 +81,12 @@ def test_serve_without_database_url_uses_embedded_postgres(tmp_path: Path) -> No
     output = (tmp_path / "serve.log").read_text()
     assert server.returncode == 0, output[-2000:]
     assert "Application shutdown complete" in output
+    # uvicorn's own lines are JSON like the app's (start-up, the address, shutdown)
+    own = [line for line in output.splitlines() if any(m in line for m in UVICORN_MESSAGES)]
+    assert len(own) >= len(UVICORN_MESSAGES), output[-2000:]
+    for line in own:
+        entry = json.loads(line)
+        assert entry["logger"].startswith("uvicorn") and entry["level"] == "info", line
     assert not _postgres_running(data_dir), "the embedded PostgreSQL outlived serve"
     shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -321,14 +321,30 @@ def test_funnel_steps_of_nothing() -> None:
     assert funnel_steps([]) == []
 
 
-def test_pacing_projects_counts_linearly_and_carries_ratios_only_in_the_running_bucket() -> None:
-    from datetime import UTC, datetime
+def test_nested_funnel_counts_persons_in_every_earlier_stage() -> None:
+    from pyroaring import BitMap
 
-    from app.domain.kpis import Bucket, pacing
+    from app.domain.kpis import nested_counts
 
-    march = Bucket(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
-    day_11 = datetime(2026, 3, 11, tzinfo=UTC)  # 10 of 31 days gone
-    assert pacing("revenue", 100.0, march, day_11) == 310.0
-    assert pacing("conversion_rate", 0.05, march, day_11) == 0.05
-    assert pacing("revenue", None, march, day_11) is None
-    assert pacing("revenue", 100.0, march, datetime(2026, 4, 2, tzinfo=UTC)) is None  # not running
+    stages = {"reach": {1, 2, 3, 4, 5}, "act": {1, 2, 3}, "convert": {1, 4}, "engage": {4, 1, 5}}
+    assert nested_counts(stages) == {"reach": 5, "act": 3, "convert": 1, "engage": 1}
+    assert nested_counts({k: BitMap(v) for k, v in stages.items()}) == nested_counts(stages)
+    assert nested_counts({"reach": {1}}) == {"reach": 1, "act": 0, "convert": 0, "engage": 0}
+
+
+def test_race_funnel_says_which_kind_persons_and_rates_are() -> None:
+    from app.domain.kpis import FunnelKind, race_funnel
+
+    nested = {"reach": 10, "act": 4, "convert": 1, "engage": 0}
+    independent = {"reach": 10, "act": 4, "convert": 3, "engage": 2}
+    steps = race_funnel(nested, independent, FunnelKind.NESTED)
+    assert [s["stage"] for s in steps] == ["reach", "act", "convert", "engage"]
+    assert [(s["persons"], s["nested_persons"], s["independent_persons"]) for s in steps] == [
+        (10, 10, 10),
+        (4, 4, 4),
+        (1, 1, 3),
+        (0, 0, 2),
+    ]
+    assert steps[2]["rate_from_previous"] == 0.25
+    flat = race_funnel(nested, independent, FunnelKind.INDEPENDENT)
+    assert [s["persons"] for s in flat] == [10, 4, 3, 2] and flat[2]["rate_from_previous"] == 0.75

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app.domain.kpis import KPI_NAMES, STAGE_KPIS
+from app.domain.kpis import KPI_NAMES, STAGE_KPIS, Bucket
 from app.domain.reports import (
     CohortActivity,
     FunnelStep,
@@ -120,7 +120,9 @@ def test_change_and_report_rows() -> None:
     assert change(None, 1) == change(1, None) == (None, None)
     assert [k for names in STAGE_KPIS.values() for k in names] == list(KPI_NAMES)
     current = dict.fromkeys(KPI_NAMES, 2.0)
-    stages = report_stages(current, dict.fromkeys(KPI_NAMES, 1.0), {"revenue": 4.0, "orders": 0.0})
+    march = Bucket(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    targets = {"revenue": 4.0, "orders": 0.0, "bounce_rate": 4.0}
+    stages = report_stages(current, dict.fromkeys(KPI_NAMES, 1.0), targets, march, datetime(2026, 5, 1, tzinfo=UTC))
     rows = {k["kpi"]: k for s in stages for k in s["kpis"]}
     assert rows["revenue"] == {
         "kpi": "revenue",
@@ -129,6 +131,11 @@ def test_change_and_report_rows() -> None:
         "change": 1.0,
         "change_ratio": 1.0,
         "target": 4.0,
+        "direction": "higher",
         "attainment": 0.5,
+        "status": "missed",
     }
     assert rows["orders"]["attainment"] is None and rows["visitors"]["target"] is None
+    assert (rows["orders"]["status"], rows["visitors"]["status"]) == ("met", None)  # 2 orders >= 0
+    assert (rows["bounce_rate"]["direction"], rows["bounce_rate"]["attainment"]) == ("lower", 2.0)
+    assert rows["bounce_rate"]["status"] == "met"  # 2.0 <= 4.0
