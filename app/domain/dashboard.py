@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
+from app.domain.plan import DIRECTIONS, Direction
 from app.domain.reports import month_index, month_of_index
 
 PRESETS = {
@@ -19,9 +20,10 @@ PRESETS = {
 }
 MAX_CUSTOM_DAYS = 731
 
-# Which KPIs are better when lower. The dashboard's own table until a KPI registry carries the
-# direction (issue 11); every KPI not listed here is better higher.
-DASHBOARD_LOWER_IS_BETTER = frozenset({"bounce_rate"})
+
+
+def _lower_is_better(kpi: str) -> bool:
+    return DIRECTIONS.get(kpi) is Direction.LOWER  # each KPI's direction, as targets read it
 
 # Plan status: the projected (running month) or actual value against the target.
 GREEN_FROM = 1.0  # on or beyond target
@@ -113,7 +115,7 @@ def plan_status(kpi: str, value: float | None, target: float | None) -> Status |
     """Red / amber / green of a value against its target, knowing which KPIs are better lower."""
     if value is None or target is None:
         return None
-    if kpi in DASHBOARD_LOWER_IS_BETTER:
+    if _lower_is_better(kpi):
         if value <= target:
             return "green"
         return "amber" if target > 0 and target / value >= AMBER_FROM else "red"
@@ -136,7 +138,7 @@ def trend(kpi: str, ratio: float | None) -> Literal["better", "worse", "same"] |
     if ratio == 0:
         return "same"
     up = ratio > 0
-    return "better" if up != (kpi in DASHBOARD_LOWER_IS_BETTER) else "worse"
+    return "better" if up != _lower_is_better(kpi) else "worse"
 
 
 # How each KPI reads as text.

@@ -51,7 +51,7 @@ async def kpis(racetrack: Racetrack, site: dict[str, Any], **params: str) -> lis
 
 
 async def funnel(racetrack: Racetrack, site: dict[str, Any]) -> dict[str, int]:
-    answer = await racetrack.read(site, "/v1/funnel", **period())
+    answer = await racetrack.read(site, "/v1/funnel", **period(), funnel="independent")  # each stage on its own
     assert answer.status_code == 200, answer.text
     return {step["stage"]: step["persons"] for step in answer.json()["steps"]}
 
