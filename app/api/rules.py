@@ -17,6 +17,7 @@ from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
 from app.domain.normalize import Receipt, Rejection, as_event, normalize
 from app.domain.person import derive_person
+from app.domain.rule_limits import DocumentError, load_yaml
 from app.domain.rules import CompiledRuleset, RuleError, compile_ruleset
 from app.errors import BadRequest, NotFound, Unprocessable
 from app.rulesets import default_document
@@ -40,7 +41,11 @@ async def _document(request: Request) -> Any:
     body = await read_body(request, 512 * 1024)
     if "yaml" in request.headers.get("content-type", ""):
         try:
-            return yaml.safe_load(body)
+            return load_yaml(body)
+        except DocumentError as exc:
+            message = f"ruleset: {exc.message}"
+            problem = {"rule": None, "goal": None, "field": exc.field, "message": message}
+            raise Unprocessable(message, "invalid_ruleset", [problem]) from None
         except yaml.YAMLError as exc:
             raise BadRequest(f"malformed YAML: {exc}", "malformed_yaml") from None
     return parse_json(body)
