@@ -28,3 +28,16 @@ class Settings(BaseSettings):
     rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
     rollup_interval: float = 1.0  # seconds between background rollup refreshes
     rollup_inline_slots: int = 16  # a KPI read refreshes up to this many logged 15-minute slots itself
+    # Security (README "Security"): bounded work, rate limits, keys, edge limits
+    max_period_days: int = 3700  # longest from..to of a read (about ten years)
+    read_statement_timeout_ms: int = 15_000  # every statement of a request; background work has none
+    redis_url: str | None = None  # rate limits shared across workers and hosts; None: per process
+    rate_limit_ingest_key: str = "2000/second"  # per write key (limits' notation: "N/second;M/minute")
+    rate_limit_ingest_address: str = "500/second"  # per client address on ingestion
+    rate_limit_read_key: str = "50/second"  # per read or admin key
+    rate_limit_failed_auth: str = "30/minute"  # failed authentications per client address
+    write_key_grace_seconds: int = 7 * 86400  # a rotated write key keeps working this long
+    max_header_bytes: int = 16 * 1024  # all request headers together
+    max_header_count: int = 100
+    max_body_bytes: int = 1024 * 1024  # a declared Content-Length above this is refused before reading
+    body_timeout_seconds: float = 30.0  # the whole body must arrive within this

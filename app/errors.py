@@ -7,7 +7,9 @@ RacetrackError
   x NotFound (404)
   x PayloadTooLarge (413: payload_too_large)
   x Unprocessable (422: invalid_ruleset, ...)
+  x TooManyRequests (429: rate_limited; sets Retry-After)
   x Unavailable (503: database_unavailable, writer_saturated; sets Retry-After)
+(and 503 query_timeout when a statement runs past the request statement timeout)
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ class PayloadTooLarge(RacetrackError):
 
 class Unprocessable(RacetrackError):
     status, default_code = 422, "unprocessable"
+
+
+class TooManyRequests(RacetrackError):
+    status, default_code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, details: list[Any] | None = None) -> None:
+        super().__init__(message, None, details)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Unavailable(RacetrackError):
@@ -122,6 +135,17 @@ def add_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(asyncpg.QueryCanceledError)
+    async def _timeout(request: Request, exc: Exception) -> JSONAnswer:
+        # statement_timeout (Settings.read_statement_timeout_ms): bounded work, the worker stays free
+        log.warning("query canceled on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "query_timeout",
+            "the query ran past the statement timeout; ask for a shorter period or a coarser granularity",
+            headers={"Retry-After": "30"},
+        )
 
     for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, _database_down)

@@ -9,11 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, reports, rules, sites, targets, trackers
+from app.api import audit, failed, health, ingest, keys, kpis, reports, rules, sites, targets, trackers
 from app.api.cors import CORSEverywhere
 from app.api.deps import WriteKeySites
 from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
+from app.api.ratelimit import RateLimits
 from app.config import Settings
 from app.errors import add_error_handlers
 from app.jobs import JobRunner
@@ -25,6 +26,7 @@ from app.writer import Writer
 
 log = logging.getLogger("racetrack")
 WRITER_CONNECTIONS = 2  # one flush at a time, and one spare while a connection is replaced
+BACKGROUND_CONNECTIONS = 4  # reclassification jobs and the rollup refresher: no statement timeout
 
 DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funnel (Reach, Act, Convert, Engage).
 
@@ -40,12 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         url = settings.database_url or start_embedded(settings.data_dir)
-        pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size)
+        # Requests run every statement under a timeout (bounded work); background work has its own pool.
+        timeout = {"statement_timeout": str(settings.read_statement_timeout_ms)}
+        pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size, server_settings=timeout)
+        background = await create_pool(url, 1, BACKGROUND_CONNECTIONS)
         # The writer has connections of its own: dashboards polling KPIs never make ingestion wait.
         write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
-        jobs = JobRunner(pool, rulesets)
-        refresher = RollupRefresher(pool, settings.rollup_interval)
+        jobs = JobRunner(background, rulesets)
+        refresher = RollupRefresher(background, settings.rollup_interval)
         if settings.rollups:
             refresher.start()
         try:
@@ -57,12 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "rulesets": rulesets,
                     "settings": settings,
                     "write_sites": WriteKeySites(),
+                    "limits": RateLimits(settings),
                     "jobs": jobs,
                 }
         finally:
             await jobs.close()
             await refresher.close()
             await write_pool.close()
+            await background.close()
             await pool.close()
 
     app = FastAPI(
@@ -82,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         targets.router,
         failed.router,
         sites.router,
+        keys.router,
+        audit.router,
         health.router,
     ):
         app.include_router(router)

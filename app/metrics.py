@@ -24,6 +24,10 @@ ROLLUP_LAG = Gauge(
     "racetrack_rollup_lag_seconds", "Age of the oldest write the rollups do not include yet", multiprocess_mode="max"
 )
 ROLLUP_REFRESH_SECONDS = Histogram("racetrack_rollup_refresh_seconds", "Duration of a rollup refresh that did work")
+RATE_LIMITED = Counter("racetrack_rate_limited_total", "Requests refused with 429, by limit", ["limit"])
+AUTH_FAILURES = Counter("racetrack_auth_failures_total", "Unknown or invalid keys, by kind of key", ["kind"])
+CLIENT_DISCONNECTS = Counter("racetrack_client_disconnects_total", "Clients that went away before the answer")
+EDGE_REFUSED = Counter("racetrack_edge_refused_total", "Requests refused at the edge, by reason", ["reason"])
 REQUEST_SECONDS = Histogram("racetrack_request_seconds", "HTTP request latency by route", ["method", "route", "status"])
 
 

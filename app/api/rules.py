@@ -11,8 +11,9 @@ import yaml
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Rulesets
-from app.api.params import period_of, zone_of
+from app.api.params import max_period_days, period_of, zone_of
 from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
 from app.domain.normalize import Receipt, Rejection, as_event, normalize
@@ -78,6 +79,7 @@ async def put_rules(request: Request, site: AdminSite, conn: Conn, rulesets: Rul
     stored = {"rules": list(compiled.source)}
     async with conn.transaction():
         version = await store.insert_ruleset(conn, site.site_id, stored)
+        await record(conn, request, site.site_id, "rules.put", {"version": version, "rules": len(compiled.rules)})
     rulesets.forget(site.site_id)
     return {"version": version, "default": False, **stored}
 
@@ -149,10 +151,10 @@ class RulePreview(BaseModel):
 
 
 @router.post("/v1/rules/preview", summary="How stage and goal counts over a range would change (writes nothing)")
-async def preview_rules(body: RulePreview, site: AdminSite, conn: Conn) -> dict[str, Any]:
+async def preview_rules(body: RulePreview, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     proposed = compile_or_422(body.rules)
     zone = zone_of(body.tz, site)
-    start, end = period_of(body.from_, body.to, zone)
+    start, end = period_of(body.from_, body.to, zone, max_period_days(request))
     persons = await person_store.persons_between(conn, site.site_id, start, end)
     if len(persons) > PREVIEW_MAX_PERSONS:
         raise BadRequest(
@@ -211,10 +213,12 @@ class Reclassify(BaseModel):
 
 
 @router.post("/v1/reclassify", status_code=202, summary="Reclassify a range under the current ruleset (a job)")
-async def reclassify(body: Reclassify, request: Request, site: AdminSite) -> dict[str, Any]:
+async def reclassify(body: Reclassify, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     zone: ZoneInfo = zone_of(body.tz, site)
-    start, end = period_of(body.from_, body.to, zone)
+    start, end = period_of(body.from_, body.to, zone, max_period_days(request))
     job = await request.state.jobs.start_reclassify(site.site_id, start, end, zone.key)
+    summary = {"job": job["job_id"], "from": start.isoformat(), "to": end.isoformat(), "tz": zone.key}
+    await record(conn, request, site.site_id, "reclassify", summary)
     return _job(job)
 
 
