@@ -21,7 +21,9 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from app import metrics
 from app.jsonresponse import JSONAnswer
 
 log = logging.getLogger("racetrack.errors")
@@ -87,6 +89,12 @@ class Unavailable(RacetrackError):
         return {"Retry-After": str(self.retry_after)}
 
 
+def client_went_away(scope: Any) -> None:
+    """A client that disconnects mid-request is counted in a metric, not logged as an error."""
+    metrics.CLIENT_DISCONNECTS.inc()
+    log.debug("client disconnected during %s %s", scope["method"], scope["path"])
+
+
 def error_response(
     status: int, code: str, message: str, details: list[Any] | None = None, headers: dict[str, str] | None = None
 ) -> JSONAnswer:
@@ -132,9 +140,14 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONAnswer:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONAnswer:
+        client_went_away(request.scope)  # counted, not an error: nobody reads this answer
+        return error_response(400, "client_disconnected", "the client went away")
 
     @app.exception_handler(asyncpg.QueryCanceledError)
     async def _timeout(request: Request, exc: Exception) -> JSONAnswer:

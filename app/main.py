@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import audit, failed, health, ingest, keys, kpis, reports, rules, sites, targets, trackers
-from app.api.cors import CORSEverywhere
+from app.api.cors import CORSByPath, SiteDomains
 from app.api.deps import WriteKeySites
+from app.api.edge import Edge
 from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
 from app.api.ratelimit import RateLimits
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "settings": settings,
                     "write_sites": WriteKeySites(),
                     "limits": RateLimits(settings),
+                    "site_domains_all": SiteDomains(),
                     "jobs": jobs,
                 }
         finally:
@@ -95,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
-    app.add_middleware(CORSEverywhere)
+    app.add_middleware(Edge, settings=settings)  # inside CORS: its refusals carry CORS headers
+    app.add_middleware(CORSByPath)
     app.add_middleware(Observe, access_log=settings.access_log)
     return app
 

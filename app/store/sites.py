@@ -155,6 +155,10 @@ async def list_sites(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+async def all_domains(conn: asyncpg.Connection) -> list[str]:
+    return [r["domain"] for r in await conn.fetch("SELECT DISTINCT unnest(domains) AS domain FROM site")]
+
+
 async def site_exists(conn: asyncpg.Connection, site_id: int) -> bool:
     return bool(await conn.fetchval("SELECT true FROM site WHERE site_id = $1", site_id))
 
