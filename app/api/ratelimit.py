@@ -55,7 +55,9 @@ class RateLimits:
     def __init__(self, settings: Settings) -> None:
         if settings.redis_url:
             url = settings.redis_url if settings.redis_url.startswith("async+") else "async+" + settings.redis_url
-            storage = storage_from_string(url, implementation="redispy", key_prefix="racetrack", wrap_exceptions=True)
+            storage = storage_from_string(
+                url, implementation="redispy", key_prefix=settings.rate_limit_prefix, wrap_exceptions=True
+            )
         else:
             storage = storage_from_string("async+memory://")
         self.storage = storage
