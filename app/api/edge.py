@@ -79,6 +79,8 @@ class Edge:
                     message = await receive()
             except TimeoutError:
                 raise BodyTimeout(seconds) from None
+            if message["type"] == "http.disconnect":
+                client_went_away(scope)  # counted once here, whoever then raises ClientDisconnect
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
@@ -97,5 +99,4 @@ class Edge:
                     scope, receive, send
                 )
         except ClientDisconnect:
-            client_went_away(scope)
-
+            pass  # counted in timed_receive; nobody is left to answer

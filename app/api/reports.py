@@ -49,6 +49,7 @@ router = APIRouter(tags=["reports"])
 PersonId = Annotated[
     str,
     Path(
+        max_length=1024,
         description="'u:<userId>', 'a:<anonymousId>', or a bare userId or anonymousId (resolved through "
         "identity links to the person it belongs to now)",
         examples=["u:42"],

@@ -224,7 +224,7 @@ async def reclassify(body: Reclassify, request: Request, site: AdminSite, conn: 
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status and progress")
 async def get_job(
-    job_id: Annotated[int, Path(description="The id POST /v1/reclassify answered", examples=[1])],
+    job_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id POST /v1/reclassify answered", examples=[1])],
     site: AdminSite,
     conn: Conn,
 ) -> dict[str, Any]:
