@@ -81,3 +81,17 @@ async def test_a_blocked_read_ends_at_the_statement_timeout(settings: Settings, 
             assert "statement timeout" in body["message"]
             assert int(answer.headers["retry-after"]) > 0
             assert (await c.get("/v1/kpis", params=params, headers=read(site))).status_code == 200
+
+
+async def test_a_yaml_alias_bomb_is_refused_with_422(client: httpx.AsyncClient, site: dict[str, Any]) -> None:
+    from tests.unit.test_rule_limits import alias_bomb
+
+    admin = {"Authorization": f"Bearer {site['admin_key']}", "Content-Type": "application/yaml"}
+    answer = await client.put("/v1/rules", content=alias_bomb(), headers=admin)
+    body = error(answer, 422, "invalid_ruleset", "rules")
+    assert "aliases" in body["message"]
+    evil = "rules:\n  - {goal: evil, stage: act, when: {path: {regex: '(a)\\1'}}}\n"
+    body = error(await client.put("/v1/rules", content=evil, headers=admin), 422, "invalid_ruleset")
+    assert (body["details"][0]["rule"], body["details"][0]["field"]) == (0, "when.path.regex")
+    current = await client.get("/v1/rules", headers=admin)
+    assert current.json()["version"] == 0  # nothing stored
