@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +43,11 @@ class Settings(BaseSettings):
     max_header_count: int = 100
     max_body_bytes: int = 1024 * 1024  # a declared Content-Length above this is refused before reading
     body_timeout_seconds: float = 30.0  # the whole body must arrive within this
+
+    @field_validator(
+        "rate_limit_ingest_key", "rate_limit_ingest_address", "rate_limit_read_key", "rate_limit_failed_auth"
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_many(value)  # e.g. "100/second;2000/minute"; a typo fails at start, naming the variable
+        return value
