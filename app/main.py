@@ -9,7 +9,20 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import audit, failed, health, ingest, keys, kpis, reports, rules, sites, targets, trackers
+from app.api import (
+    audit,
+    failed,
+    health,
+    ingest,
+    keys,
+    kpis,
+    openapi_security,
+    reports,
+    rules,
+    sites,
+    targets,
+    trackers,
+)
 from app.api.cors import CORSByPath, SiteDomains
 from app.api.deps import WriteKeySites
 from app.api.edge import Edge
@@ -82,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONAnswer,
     )
     add_error_handlers(app)
+    openapi_security.install(app)
     for router in (
         ingest.router,
         trackers.router,

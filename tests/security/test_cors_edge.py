@@ -152,3 +152,22 @@ async def test_a_client_that_goes_away_is_counted_not_logged_as_an_error(
             await call(app, scope, receive)
     assert metrics.CLIENT_DISCONNECTS._value.get() - before == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_openapi_names_the_key_every_operation_takes(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert {"writeKeyBasic", "writeKeyQuery", "readKey", "adminKey", "rootToken"} <= set(
+        schema["components"]["securitySchemes"]
+    )
+    paths = schema["paths"]
+    assert paths["/v1/batch"]["post"]["security"] == [{"writeKeyBasic": []}, {"writeKeyQuery": []}]
+    assert paths["/v1/kpis"]["get"]["security"] == [{"readKey": []}]
+    assert paths["/v1/audit"]["get"]["security"] == [{"adminKey": []}]
+    assert paths["/v1/sites/{site_id}/keys/rotate"]["post"]["security"] == [{"rootToken": []}]
+    unsecured = [
+        (path, method)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if "security" not in operation and path not in ("/healthz", "/readyz", "/metrics")
+    ]
+    assert unsecured == []
