@@ -23,12 +23,13 @@ from tests.integration.test_faults import _free_port, _serve
 SECONDS_PER_RUN = 30
 
 
-def _schemathesis(port: int, header: str, *selection: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(port: int, cwd: Path, header: str, *selection: str) -> subprocess.CompletedProcess[str]:
     tool = Path(sys.executable).parent / "schemathesis"
     command = [str(tool), "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "not_a_server_error",
                "--header", header, "--max-examples", "10", "--max-time", str(SECONDS_PER_RUN), "--workers", "1",
                "--seed", "14", *selection]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=SECONDS_PER_RUN * 4)
+    # cwd: its cache folder (.schemathesis/) lands in the test's tmp_path, not the checkout
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=SECONDS_PER_RUN * 4)
 
 
 @pytest.mark.slow
@@ -53,9 +54,13 @@ async def test_no_generated_request_gets_a_server_error(
             site = created.json()
             basic = base64.b64encode(f"{site['write_key']}:".encode()).decode()
             runs = [
-                _schemathesis(port, f"Authorization: Bearer {site['admin_key']}", "--exclude-path-regex", "^/v1/sites"),
-                _schemathesis(port, f"Authorization: Basic {basic}", "--include-tag", "ingestion"),
-                _schemathesis(port, f"Authorization: Bearer {ROOT_TOKEN}", "--include-path-regex", "^/v1/sites"),
+                _schemathesis(
+                    port, tmp_path, f"Authorization: Bearer {site['admin_key']}", "--exclude-path-regex", "^/v1/sites"
+                ),
+                _schemathesis(port, tmp_path, f"Authorization: Basic {basic}", "--include-tag", "ingestion"),
+                _schemathesis(
+                    port, tmp_path, f"Authorization: Bearer {ROOT_TOKEN}", "--include-path-regex", "^/v1/sites"
+                ),
             ]
         finally:
             server.terminate()
