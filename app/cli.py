@@ -249,12 +249,13 @@ def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rules_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.domain.rule_limits import DocumentError, load_yaml
     from app.domain.rules import RuleError, compile_ruleset
 
     try:
-        document = yaml.safe_load(Path(args.file).read_text())
+        document = load_yaml(Path(args.file).read_text())
         compiled = compile_ruleset(document)
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, DocumentError) as exc:
         print(f"{args.file}: cannot read: {exc}", file=sys.stderr)
         return 2
     except RuleError as exc:

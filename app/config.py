@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,3 +34,25 @@ class Settings(BaseSettings):
     derive_idle_seconds: float = 0.05  # how often an idle deriver looks at the inbox (commits here wake it)
     read_wait_seconds: float = 2.0  # a read waits this long for events acknowledged before it
     max_backlog: int = 1_000_000  # underived events of a site past which ingestion answers 503
+    # Security (README "Security"): bounded work, rate limits, keys, edge limits
+    max_period_days: int = 3700  # longest from..to of a read (about ten years)
+    read_statement_timeout_ms: int = 15_000  # every statement of a request; background work has none
+    redis_url: str | None = None  # rate limits shared across workers and hosts; None: per process
+    rate_limit_prefix: str = "racetrack"  # Redis key prefix (deployments sharing one Redis)
+    rate_limit_ingest_key: str = "2000/second"  # per write key (limits' notation: "N/second;M/minute")
+    rate_limit_ingest_address: str = "500/second"  # per client address on ingestion
+    rate_limit_read_key: str = "50/second"  # per read or admin key
+    rate_limit_failed_auth: str = "30/minute"  # failed authentications per client address
+    write_key_grace_seconds: int = 7 * 86400  # a rotated write key keeps working this long
+    max_header_bytes: int = 16 * 1024  # all request headers together
+    max_header_count: int = 100
+    max_body_bytes: int = 1024 * 1024  # a declared Content-Length above this is refused before reading
+    body_timeout_seconds: float = 30.0  # the whole body must arrive within this
+
+    @field_validator(
+        "rate_limit_ingest_key", "rate_limit_ingest_address", "rate_limit_read_key", "rate_limit_failed_auth"
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_many(value)  # e.g. "100/second;2000/minute"; a typo fails at start, naming the variable
+        return value

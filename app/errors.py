@@ -7,7 +7,9 @@ RacetrackError
   x NotFound (404)
   x PayloadTooLarge (413: payload_too_large)
   x Unprocessable (422: invalid_ruleset, ...)
+  x TooManyRequests (429: rate_limited; sets Retry-After)
   x Unavailable (503: database_unavailable, writer_saturated; sets Retry-After)
+(and 503 query_timeout when a statement runs past the request statement timeout)
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from app import metrics
 from app.jsonresponse import JSONAnswer
 
 log = logging.getLogger("racetrack.errors")
@@ -63,6 +67,17 @@ class Unprocessable(RacetrackError):
     status, default_code = 422, "unprocessable"
 
 
+class TooManyRequests(RacetrackError):
+    status, default_code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, details: list[Any] | None = None) -> None:
+        super().__init__(message, None, details)
+        self.retry_after = max(1, retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class Unavailable(RacetrackError):
     status, default_code = 503, "unavailable"
 
@@ -72,6 +87,12 @@ class Unavailable(RacetrackError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+def client_went_away(scope: Any) -> None:
+    """A client that disconnects mid-request is counted in a metric, not logged as an error."""
+    metrics.CLIENT_DISCONNECTS.inc()
+    log.debug("client disconnected during %s %s", scope["method"], scope["path"])
 
 
 def error_response(
@@ -119,9 +140,25 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONAnswer:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> JSONAnswer:
+        # not an error (counted at the edge, app/api/edge.py): nobody reads this answer
+        return error_response(400, "client_disconnected", "the client went away")
+
+    @app.exception_handler(asyncpg.QueryCanceledError)
+    async def _timeout(request: Request, exc: Exception) -> JSONAnswer:
+        # statement_timeout (Settings.read_statement_timeout_ms): bounded work, the worker stays free
+        log.warning("query canceled on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            "query_timeout",
+            "the query ran past the statement timeout; ask for a shorter period or a coarser granularity",
+            headers={"Retry-After": "30"},
+        )
 
     for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, _database_down)

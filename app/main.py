@@ -10,12 +10,28 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import failed, health, ingest, kpis, racejs, reports, rules, sites, targets, trackers
-from app.api.cors import CORSEverywhere
+from app.api import (
+    audit,
+    failed,
+    health,
+    ingest,
+    keys,
+    kpis,
+    openapi_security,
+    racejs,
+    reports,
+    rules,
+    sites,
+    targets,
+    trackers,
+)
+from app.api.cors import CORSByPath, SiteDomains
 from app.api.deps import WriteKeySites
+from app.api.edge import Edge
 from app.api.freshness import FreshnessHeaders
 from app.api.ingest import FastIngest
 from app.api.observe import Observe, configure_logging
+from app.api.ratelimit import RateLimits
 from app.config import Settings
 from app.dashboard import views as dashboard
 from app.errors import add_error_handlers
@@ -29,6 +45,7 @@ from app.store.database import create_pool, start_embedded
 
 log = logging.getLogger("racetrack")
 WRITER_CONNECTIONS = 2  # one flush at a time, and one spare while a connection is replaced
+BACKGROUND_CONNECTIONS = 4  # reclassification jobs and the rollup refresher: no statement timeout
 
 DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funnel (Reach, Act, Convert, Engage).
 
@@ -44,13 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         url = settings.database_url or start_embedded(settings.data_dir)
-        pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size)
+        # Requests run every statement under a timeout (bounded work); background work has its own pool.
+        timeout = {"statement_timeout": str(settings.read_statement_timeout_ms)}
+        pool = await create_pool(url, settings.pool_min_size, settings.pool_max_size, server_settings=timeout)
+        background = await create_pool(url, 1, BACKGROUND_CONNECTIONS)
         # The writer has connections of its own: dashboards polling KPIs never make ingestion wait.
         write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
-        jobs = JobRunner(pool, rulesets)
-        deriver = Deriver(pool, rulesets, settings.derive_batch, settings.derive_idle_seconds)
-        async with pool.acquire() as conn:
+        jobs = JobRunner(background, rulesets)
+        deriver = Deriver(background, rulesets, settings.derive_batch, settings.derive_idle_seconds)
+        async with background.acquire() as conn:
             await rotate_partitions(conn)
         if settings.deriver:
             deriver.start()
@@ -63,12 +83,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "rulesets": rulesets,
                     "settings": settings,
                     "write_sites": WriteKeySites(),
+                    "limits": RateLimits(settings),
+                    "site_domains_all": SiteDomains(),
                     "jobs": jobs,
                 }
         finally:  # the writer has drained (every request answered); then the batch under way
             await deriver.close()
             await jobs.close()
             await write_pool.close()
+            await background.close()
             await pool.close()
 
     app = FastAPI(
@@ -81,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     add_error_handlers(app)
+    openapi_security.install(app)
     for router in (
         ingest.router,
         trackers.router,
@@ -90,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         targets.router,
         failed.router,
         sites.router,
+        keys.router,
+        audit.router,
         health.router,
         racejs.router,
     ):
@@ -97,7 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashboard.install(app)
     app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
     app.add_middleware(FreshnessHeaders)
-    app.add_middleware(CORSEverywhere)
+    app.add_middleware(Edge, settings=settings)  # inside CORS: its refusals carry CORS headers
+    app.add_middleware(CORSByPath)
     app.add_middleware(Observe, access_log=settings.access_log)
     return app
 

@@ -35,6 +35,10 @@ DERIVE_SECONDS = Histogram(
 )  # fmt: skip
 DERIVED_EVENTS = Counter("racetrack_derived_events_total", "Events derived (moved from the inbox to the event table)")
 ROLLUP_COMPACTIONS = Counter("racetrack_rollup_compactions_total", "Rollup keys whose delta parts were folded")
+RATE_LIMITED = Counter("racetrack_rate_limited_total", "Requests refused with 429, by limit", ["limit"])
+AUTH_FAILURES = Counter("racetrack_auth_failures_total", "Unknown or invalid keys, by kind of key", ["kind"])
+CLIENT_DISCONNECTS = Counter("racetrack_client_disconnects_total", "Clients that went away before the answer")
+EDGE_REFUSED = Counter("racetrack_edge_refused_total", "Requests refused at the edge, by reason", ["reason"])
 REQUEST_SECONDS = Histogram("racetrack_request_seconds", "HTTP request latency by route", ["method", "route", "status"])
 
 

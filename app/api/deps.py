@@ -5,25 +5,31 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from app import metrics
 from app.api.freshness import Freshness, wait_for_derivation
+from app.api.ratelimit import RateLimits, address_identity, client_host, truncated_address
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
 from app.pipeline.ingest import Writer
 from app.pipeline.rulesets import RulesetCache
 from app.store import sites as site_store
-from app.store.sites import Site
+from app.store.sites import KeyHit, Site
 
 SITE_CACHE_SECONDS = 10.0
+security_log = logging.getLogger("racetrack.security")
 
 
-def _state(request: Request, name: str) -> Any:
+def _state(request: HTTPConnection, name: str) -> Any:
     return getattr(request.state, name)
 
 
@@ -77,43 +83,100 @@ def basic_username(request: Request) -> str | None:
 
 
 class WriteKeySites:
-    """write key -> Site, cached briefly per process (ingestion must not query per request)."""
+    """write key -> KeyHit, cached briefly per process (ingestion must not query per request). A key's
+    expiry is kept with it, so a rotated key stops on time; a revocation reaches other processes
+    within SITE_CACHE_SECONDS."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, Site | None]] = {}
+        self._cache: dict[str, tuple[float, KeyHit | None]] = {}
 
-    async def site(self, pool: asyncpg.Pool, write_key: str) -> Site | None:
+    def cached(self, write_key: str) -> tuple[bool, KeyHit | None]:
         hit = self._cache.get(write_key)
-        if hit and time.monotonic() - hit[0] < SITE_CACHE_SECONDS:
-            return hit[1]
+        if not hit or time.monotonic() - hit[0] >= SITE_CACHE_SECONDS:
+            return False, None
+        found = hit[1]
+        if found and found.expires_at and found.expires_at <= datetime.now(UTC):
+            return True, None
+        return True, found
+
+    async def lookup(self, pool: asyncpg.Pool, write_key: str) -> KeyHit | None:
         async with pool.acquire() as conn:
-            site = await site_store.site_by_write_key(conn, write_key)
+            found = await site_store.write_key_hit(conn, write_key)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[write_key] = (time.monotonic(), site)
-        return site
+        self._cache[write_key] = (time.monotonic(), found)
+        return found
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+
+def _limits(conn: HTTPConnection) -> RateLimits:
+    limits: RateLimits = _state(conn, "limits")
+    return limits
+
+
+def _remember(request: Request, hit: KeyHit) -> None:
+    """For the access log (key id), CORS (the site's origins) and the audit (acting key)."""
+    request.state.key_id = hit.key_id
+    request.state.key_kind = hit.kind
+    request.state.site_domains = hit.site.domains
+
+
+async def _auth_failed(request: Request, kind: str, key: str | None) -> None:
+    """Log (truncated address, key prefix) and count a failed authentication; past the limit: 429."""
+    host = client_host(request)
+    metrics.AUTH_FAILURES.labels(kind).inc()
+    fields = {
+        "client": truncated_address(host),
+        "key_prefix": key[: min(site_store.PREFIX_LENGTH, len(key) // 2)] if key else None,
+        "kind": kind,
+        "route": request.url.path,
+    }
+    security_log.warning("authentication failed", extra={"fields": fields})
+    limits = _limits(request)
+    await limits.hit("failed_auth", limits.failed_auth, address_identity(host))
+
+
+async def _check_failures(request: Request) -> None:
+    limits = _limits(request)
+    await limits.check("failed_auth", limits.failed_auth, address_identity(client_host(request)))
 
 
 async def resolve_write_site(request: Request, body_key: str | None) -> Site:
     key = basic_username(request) or body_key or request.query_params.get("writeKey") or bearer_token(request)
+    limits = _limits(request)
+    await limits.hit("ingest_address", limits.ingest_address, address_identity(client_host(request)))
     if not key:
         raise Unauthorized(
             "a write key is required (Basic auth, writeKey in the body or ?writeKey=)", "missing_write_key"
         )
     sites: WriteKeySites = _state(request, "write_sites")
-    site = await sites.site(_state(request, "pool"), key)
-    if site is None:
+    known, hit = sites.cached(key)
+    if not known or hit is None:
+        await _check_failures(request)  # a client that keeps guessing is refused before any lookup
+    if not known:
+        hit = await sites.lookup(_state(request, "pool"), key)
+    if hit is None:
+        await _auth_failed(request, "write", key)
         raise Unauthorized("unknown write key", "invalid_write_key")
-    return site
+    _remember(request, hit)
+    await limits.hit("ingest_key", limits.ingest_key, str(hit.key_id))
+    return hit.site
 
 
-async def _secret_site(request: Request, conn: asyncpg.Connection) -> tuple[Site, str]:
+async def secret_key(request: Request, conn: asyncpg.Connection) -> KeyHit:
     token = bearer_token(request)
     if not token:
         raise Unauthorized("send the site's read or admin key as 'Authorization: Bearer <key>'", "missing_key")
-    found = await site_store.site_by_secret_key(conn, token)
+    await _check_failures(request)
+    found = await site_store.secret_key_hit(conn, token)
     if found is None:
+        await _auth_failed(request, "secret", token)
         raise Unauthorized("unknown key", "invalid_key")
+    _remember(request, found)
+    limits = _limits(request)
+    await limits.hit("read_key", limits.read_key, str(found.key_id))
     return found
 
 
@@ -125,7 +188,7 @@ async def _wait_for_derivation(request: Request, conn: asyncpg.Connection, site:
 async def read_site(request: Request, conn: Conn) -> Site:
     """The site of a read (or admin) key; the request waits for the events acknowledged before it
     (bounded), so what it reads includes them."""
-    site = (await _secret_site(request, conn))[0]
+    site = (await secret_key(request, conn)).site
     await _wait_for_derivation(request, conn, site)
     return site
 
@@ -138,11 +201,11 @@ def freshness(request: Request) -> dict[str, Any] | None:
 
 
 async def admin_site(request: Request, conn: Conn) -> Site:
-    site, kind = await _secret_site(request, conn)
-    if kind != "admin":
+    hit = await secret_key(request, conn)
+    if hit.kind != "admin":
         raise Forbidden("this needs the site's admin key", "admin_key_required")
-    await _wait_for_derivation(request, conn, site)
-    return site
+    await _wait_for_derivation(request, conn, hit.site)
+    return hit.site
 
 
 async def root_admin(request: Request, settings: SettingsDep) -> None:
@@ -150,8 +213,11 @@ async def root_admin(request: Request, settings: SettingsDep) -> None:
     token = bearer_token(request)
     if not expected:
         raise Forbidden("RACETRACK_ADMIN_TOKEN is not set on the server", "admin_token_unset")
-    if not token or not hmac.compare_digest(token, expected):
+    await _check_failures(request)
+    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
+        await _auth_failed(request, "root", token)
         raise Unauthorized("root admin token required", "invalid_admin_token")
+    request.state.key_kind = "root"
 
 
 ReadSite = Annotated[Site, Depends(read_site)]

@@ -6,9 +6,10 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.store import failed as store
@@ -57,7 +58,9 @@ class Replay(BaseModel):
 
 
 @router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
-async def replay(body: Replay, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep) -> dict[str, Any]:
+async def replay(
+    body: Replay, request: Request, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep
+) -> dict[str, Any]:
     rows = await store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
     accepted: list[tuple[int, IncomingEvent]] = []
     still: list[tuple[int, Rejection]] = []
@@ -79,6 +82,8 @@ async def replay(body: Replay, site: AdminSite, conn: Conn, writer: WriterDep, s
     async with conn.transaction():
         await store.mark_replayed(conn, site.site_id, [i for i, _ in accepted])
         await store.update_reasons(conn, site.site_id, still)
+        summary = {"replayed": len(accepted), "accepted": written.accepted, "still_failing": len(still)}
+        await record(conn, request, site.site_id, "failed_events.replay", summary)
     return {
         "replayed": len(accepted),
         "accepted": written.accepted,

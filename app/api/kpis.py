@@ -23,6 +23,7 @@ from app.api.params import (
     To,
     Tz,
     csv_answer,
+    max_period_days,
     period_of,
     wants_csv,
     window_of,
@@ -61,7 +62,7 @@ async def kpis(
     source: Source = "rollups",
 ) -> Response:
     assert breakdown is None or breakdown in BREAKDOWNS
-    window = window_of(site, start, end, tz, granularity, breakdown)
+    window = window_of(site, start, end, tz, granularity, breakdown, max_period_days(request))
     zone, period, periods, q = window.zone, window.period, window.buckets, window.query
     counts, top, used = await kpi_counts(conn, pool, settings, site, q, periods, limit, source)
     groups = sorted({grp for _, grp in counts}, key=_group_order(top)) if breakdown else [""]
@@ -220,7 +221,7 @@ async def funnel(
     source: Source = "rollups",
 ) -> Response:
     zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
+    period = period_of(start, end, zone, max_period_days(request))
     answer: dict[str, Any] = {
         "site": site.site_id,
         "from": period[0].isoformat(),

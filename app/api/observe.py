@@ -1,7 +1,8 @@
 """Request ids, latency metrics and one structured log line per request. Pure ASGI.
 
-Logged: method, route template, status, duration, request id. Never query strings (they may carry
-a write key), headers, bodies or client addresses.
+Logged: method, route template, status, duration, request id, the client's network (IPv4 /24, IPv6
+/48) and the id of the key that authenticated. Never query strings (they may carry a write key),
+headers, bodies, keys or whole client addresses.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.api.ratelimit import truncated_address
 
 log = logging.getLogger("racetrack.access")
 KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH"})
@@ -70,7 +72,8 @@ class Observe:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
         request_id = incoming or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         status = 500
         started = time.perf_counter()
 
@@ -98,6 +101,8 @@ class Observe:
                             "route": route,
                             "status": status,
                             "duration_ms": round(elapsed * 1000, 2),
+                            "client": truncated_address(scope["client"][0] if scope.get("client") else None),
+                            "key_id": state.get("key_id"),
                         }
                     },
                 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,6 +18,8 @@ from app.store import kpi_queries
 from app.store.sites import Site
 
 MAX_BUCKETS = 1100
+MAX_PERIOD_DAYS = 3700  # Settings.max_period_days
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 
 From = Annotated[
     str,
@@ -72,20 +74,40 @@ def zone_of(tz: str | None, site: Site) -> ZoneInfo:
         ) from None
 
 
-def period_of(start: str, end: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+def max_period_days(request: Request) -> int:
+    settings = getattr(request.state, "settings", None)
+    return int(settings.max_period_days) if settings else MAX_PERIOD_DAYS
+
+
+def period_of(start: str, end: str, zone: ZoneInfo, max_days: int = MAX_PERIOD_DAYS) -> tuple[datetime, datetime]:
+    """The period [from, to), checked before any work: both bounds in 1970..2100, at most max_days long."""
     bounds = []
     for name, value in (("from", start), ("to", end)):
         try:
-            bounds.append(parse_bound(value, zone))
-        except ValueError:
+            bound = parse_bound(value, zone)
+            inside = EARLIEST <= bound <= LATEST
+        except (ValueError, OverflowError):
             raise BadRequest(
                 f"{name} must be YYYY-MM-DD or an ISO timestamp",
                 "invalid_parameter",
-                [{"field": name, "message": f"cannot parse {value!r}"}],
+                [{"field": name, "message": f"cannot parse {value[:40]!r}"}],
             ) from None
+        if not inside:
+            raise BadRequest(
+                f"{name} must be between 1970-01-01 and 2100-01-01",
+                "invalid_parameter",
+                [{"field": name, "message": "out of range"}],
+            )
+        bounds.append(bound)
     if bounds[0] >= bounds[1]:
         raise BadRequest(
             "from must be before to", "invalid_parameter", [{"field": "to", "message": "must be after from"}]
+        )
+    if bounds[1] - bounds[0] > timedelta(days=max_days):
+        raise BadRequest(
+            f"the period is longer than {max_days} days",
+            "period_too_long",
+            [{"field": "to", "message": f"at most {max_days} days after from"}],
         )
     return bounds[0], bounds[1]
 
@@ -138,9 +160,15 @@ class Window:
 
 
 def window_of(
-    site: Site, start: str, end: str, tz: str | None, granularity: Granularity, breakdown: str | None = None
+    site: Site,
+    start: str,
+    end: str,
+    tz: str | None,
+    granularity: Granularity,
+    breakdown: str | None = None,
+    max_days: int = MAX_PERIOD_DAYS,
 ) -> Window:
     zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
+    period = period_of(start, end, zone, max_days)
     periods = bucket_list(period, granularity, zone)
     return Window(zone, period, periods, kpi_queries.Query(site.site_id, *period, zone.key, granularity, breakdown))

@@ -20,6 +20,7 @@ from app.api.params import (
     To,
     Tz,
     csv_answer,
+    max_period_days,
     period_of,
     wants_csv,
     window_of,
@@ -48,6 +49,7 @@ router = APIRouter(tags=["reports"])
 PersonId = Annotated[
     str,
     Path(
+        max_length=1024,
         description="'u:<userId>', 'a:<anonymousId>', or a bare userId or anonymousId (resolved through "
         "identity links to the person it belongs to now)",
         examples=["u:42"],
@@ -81,7 +83,7 @@ async def goals(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    window = window_of(site, start, end, tz, granularity)
+    window = window_of(site, start, end, tz, granularity, max_days=max_period_days(request))
     zone, period, periods = window.zone, window.period, window.buckets
     found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, window.query)}
     names = sorted({goal for _, goal in found})
@@ -179,7 +181,7 @@ async def quality(
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
 ) -> Response:
-    window = window_of(site, start, end, tz, granularity)
+    window = window_of(site, start, end, tz, granularity, max_days=max_period_days(request))
     zone, period, periods = window.zone, window.period, window.buckets
     found = await report_queries.quality_counts(conn, window.query)
     counters = {r["bucket"]: r for r in found["counters"]}
@@ -236,7 +238,7 @@ async def cohorts(
     request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
 ) -> Response:
     zone = zone_of(tz, site)
-    period = period_of(start, end, zone)
+    period = period_of(start, end, zone, max_period_days(request))
     first = period[0].astimezone(zone).date().replace(day=1)
     last = (period[1] - timedelta(microseconds=1)).astimezone(zone).date().replace(day=1)
     activity = await report_queries.cohort_activity(conn, site.site_id, *period, zone.key)

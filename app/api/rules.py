@@ -11,12 +11,14 @@ import yaml
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Rulesets
-from app.api.params import period_of, zone_of
+from app.api.params import max_period_days, period_of, zone_of
 from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
 from app.domain.normalize import Receipt, Rejection, as_event, normalize
 from app.domain.person import derive_person
+from app.domain.rule_limits import DocumentError, load_yaml
 from app.domain.rules import CompiledRuleset, RuleError, compile_ruleset
 from app.errors import BadRequest, NotFound, Unprocessable
 from app.pipeline.rulesets import default_document
@@ -40,7 +42,11 @@ async def _document(request: Request) -> Any:
     body = await read_body(request, 512 * 1024)
     if "yaml" in request.headers.get("content-type", ""):
         try:
-            return yaml.safe_load(body)
+            return load_yaml(body)
+        except DocumentError as exc:
+            message = f"ruleset: {exc.message}"
+            problem = {"rule": None, "goal": None, "field": exc.field, "message": message}
+            raise Unprocessable(message, "invalid_ruleset", [problem]) from None
         except yaml.YAMLError as exc:
             raise BadRequest(f"malformed YAML: {exc}", "malformed_yaml") from None
     return parse_json(body)
@@ -75,6 +81,7 @@ async def put_rules(request: Request, site: AdminSite, conn: Conn, rulesets: Rul
     # (bounded) for the ones before to be derived; a backlog past the wait gets the new rules.
     async with conn.transaction():
         version = await store.insert_ruleset(conn, site.site_id, stored)
+        await record(conn, request, site.site_id, "rules.put", {"version": version, "rules": len(compiled.rules)})
     rulesets.forget(site.site_id)
     return {"version": version, "default": False, **stored}
 
@@ -146,10 +153,10 @@ class RulePreview(BaseModel):
 
 
 @router.post("/v1/rules/preview", summary="How stage and goal counts over a range would change (writes nothing)")
-async def preview_rules(body: RulePreview, site: AdminSite, conn: Conn) -> dict[str, Any]:
+async def preview_rules(body: RulePreview, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     proposed = compile_or_422(body.rules)
     zone = zone_of(body.tz, site)
-    start, end = period_of(body.from_, body.to, zone)
+    start, end = period_of(body.from_, body.to, zone, max_period_days(request))
     persons = await person_store.persons_between(conn, site.site_id, start, end)
     if len(persons) > PREVIEW_MAX_PERSONS:
         raise BadRequest(
@@ -208,10 +215,12 @@ class Reclassify(BaseModel):
 
 
 @router.post("/v1/reclassify", status_code=202, summary="Reclassify a range under the current ruleset (a job)")
-async def reclassify(body: Reclassify, request: Request, site: AdminSite) -> dict[str, Any]:
+async def reclassify(body: Reclassify, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     zone: ZoneInfo = zone_of(body.tz, site)
-    start, end = period_of(body.from_, body.to, zone)
+    start, end = period_of(body.from_, body.to, zone, max_period_days(request))
     job = await request.state.jobs.start_reclassify(site.site_id, start, end, zone.key)
+    summary = {"job": job["job_id"], "from": start.isoformat(), "to": end.isoformat(), "tz": zone.key}
+    await record(conn, request, site.site_id, "reclassify", summary)
     return _job(job)
 
 
@@ -230,7 +239,7 @@ async def list_jobs(
 
 @router.get("/v1/jobs/{job_id}", summary="A job's status and progress")
 async def get_job(
-    job_id: Annotated[int, Path(description="The id POST /v1/reclassify answered", examples=[1])],
+    job_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id POST /v1/reclassify answered", examples=[1])],
     site: AdminSite,
     conn: Conn,
 ) -> dict[str, Any]:

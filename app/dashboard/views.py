@@ -230,7 +230,8 @@ async def save_targets(request: Request, conn: Conn, settings: SettingsDep) -> R
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _page("message.html", 400, title="Targets not saved", message=problems, back=back)
-    await targets_api.put_targets(body, session.site, conn)
+    request.state.key_kind = "admin (dashboard)"  # the audit log names the actor; the session holds no key id
+    await targets_api.put_targets(body, request, session.site, conn)
     separator = "&" if "?" in back else "?"
     return RedirectResponse(f"{back}{separator}saved={len(rows)}", status_code=303)
 

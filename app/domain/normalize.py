@@ -22,6 +22,10 @@ from app.domain.useragent import device_of, is_bot
 MESSAGE_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
 CAMPAIGN_KEYS = ("source", "medium", "name", "term", "content")
 MAX_ID_LENGTH = 512
+# An order's value (the default value paths): finite, not negative, at most a trillion. Refunds are not
+# negative orders: send them as their own event (e.g. "Order Refunded") with a positive amount.
+VALUE_KEYS = ("revenue", "total", "value")
+MAX_VALUE = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,7 @@ def _normalize(raw: Any, receipt: Receipt) -> IncomingEvent:
     if kind == "track" and (not isinstance(event_name, str) or not event_name.strip()):
         raise _Invalid("missing_event", "track messages need a non-empty event name", "event")
     properties = _object(raw, "properties")
+    _check_values(properties)
     traits = _object(raw, "traits")
     context = dict(receipt.batch_context or {}) | _object(raw, "context")
     if isinstance(context.get("traits"), Mapping) and not traits:
@@ -160,6 +165,21 @@ def _identifier(raw: Mapping[str, Any], key: str) -> str | None:
     if len(text) > MAX_ID_LENGTH:
         raise _Invalid("invalid_identity", f"{key} is longer than {MAX_ID_LENGTH} characters", key)
     return text
+
+
+def _check_values(properties: Mapping[str, Any]) -> None:
+    for key in VALUE_KEYS:
+        value = properties.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            continue
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            continue  # not a number: no value, as before
+        if not (0 <= number <= MAX_VALUE):  # also NaN and infinities
+            raise _Invalid(
+                "invalid_value", f"properties.{key} must be between 0 and {MAX_VALUE:g}: {value!r}", f"properties.{key}"
+            )
 
 
 def _object(raw: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -14,7 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import re2
+
 from app.domain.model import Event, PersonHistory, Stage
+from app.domain.rule_limits import (
+    MAX_CONDITIONS,
+    MAX_PATTERN,
+    MAX_RULES,
+    DocumentError,
+    check_rule_size,
+    condition_count,
+)
 
 Predicate = Callable[[Event, PersonHistory], bool]
 
@@ -88,6 +98,8 @@ def compile_ruleset(raw: Any, version: int = 0) -> CompiledRuleset:
     rules_raw = raw.get("rules") if isinstance(raw, Mapping) else raw
     if not isinstance(rules_raw, list) or not rules_raw:
         raise RuleError([_problem(None, None, "rules", "rules must be a non-empty list")])
+    if len(rules_raw) > MAX_RULES:
+        raise RuleError([_problem(None, None, "rules", f"at most {MAX_RULES} rules")])
     problems: list[dict[str, Any]] = []
     compiled: list[CompiledRule] = []
     seen_goals: set[str] = set()
@@ -110,6 +122,12 @@ def _compile_rule(index: int, rule: Any, seen_goals: set[str]) -> CompiledRule:
     if not isinstance(rule, Mapping):
         raise RuleError([_problem(index, None, "rule", "must be a mapping")])
     goal = rule.get("goal")
+    try:
+        check_rule_size(rule)
+    except DocumentError as exc:
+        raise RuleError([_problem(index, goal if isinstance(goal, str) else None, exc.field, exc.message)]) from None
+    if condition_count(rule.get("when")) > MAX_CONDITIONS:
+        raise RuleError([_problem(index, goal, "when", f"at most {MAX_CONDITIONS} conditions in a rule")])
     known = {"goal", "stage", "when", "value", "lead", "order", "description"}
     problems = [_problem(index, goal, k, "unknown field") for k in rule if k not in known]
     if not isinstance(goal, str) or not goal:
@@ -259,6 +277,8 @@ def _operator(op: str, arg: Any, get: Callable[[Event, PersonHistory], Any], pat
     if op in ("eq", "ne"):
         if isinstance(arg, list | dict):
             raise _FieldError(path, "must be a scalar")
+        if isinstance(arg, str) and len(arg) > MAX_PATTERN:
+            raise _FieldError(path, f"at most {MAX_PATTERN} characters")
         if op == "eq" and isinstance(arg, str):  # the common case, kept cheap
             return lambda e, p: get(e, p) == arg
         want = op == "eq"
@@ -266,6 +286,8 @@ def _operator(op: str, arg: Any, get: Callable[[Event, PersonHistory], Any], pat
     if op == "in":
         if not isinstance(arg, list) or not arg:
             raise _FieldError(path, "must be a non-empty list")
+        if any(isinstance(o, str) and len(o) > MAX_PATTERN for o in arg):
+            raise _FieldError(path, f"options of at most {MAX_PATTERN} characters")
         if all(isinstance(o, str) for o in arg):
             names = frozenset(arg)
             return lambda e, p: isinstance(v := get(e, p), str) and v in names
@@ -288,14 +310,29 @@ _COMPARATORS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is the user's 422, not a line on stderr
+    options.max_mem = 1 << 20  # bytes for the compiled automaton: bounds what a pattern may cost
+    return options
+
+
+RE2_OPTIONS = _re2_options()
+
+
 def _text_operator(op: str, arg: Any, get: Callable[[Event, PersonHistory], Any], path: str) -> Predicate:
     if not isinstance(arg, str):
         raise _FieldError(path, "must be a string")
+    if len(arg) > MAX_PATTERN:
+        raise _FieldError(path, f"at most {MAX_PATTERN} characters")
     if op == "regex":
+        # RE2 runs in time linear in the text: no pattern can backtrack catastrophically on every event.
+        # Its syntax is Python's minus backreferences and lookaround (refused here).
         try:
-            pattern = re.compile(arg)
-        except re.error as exc:
-            raise _FieldError(path, f"invalid regex: {exc}") from None
+            pattern = re2.compile(arg, RE2_OPTIONS)
+        except re2.error as exc:
+            message = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            raise _FieldError(path, f"invalid regex (RE2 syntax): {message}") from None
         return lambda e, p: isinstance(v := get(e, p), str) and pattern.search(v) is not None
     if op == "glob":
         globbed = re.compile(fnmatch.translate(arg))

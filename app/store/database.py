@@ -95,9 +95,10 @@ SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
 
 
 async def create_pool(url: str, min_size: int, max_size: int, **kwargs: Any) -> asyncpg.Pool:
+    settings = {**SERVER_SETTINGS, **kwargs.pop("server_settings", {})}
     return await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=min_size, max_size=max_size, init=_init_connection,
-        server_settings=SERVER_SETTINGS, **kwargs,
+        server_settings=settings, **kwargs,
     )  # fmt: skip
 
 

@@ -692,6 +692,7 @@ async def test_cors_on_404(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/batch", "/v1/track", "/v1/kpis"])
 async def test_preflight_is_answered(client: httpx.AsyncClient, path: str) -> None:
+    await create_site(client, domains=["shop.example"])  # read endpoints: only the origins sites list
     answer = await client.options(
         path,
         headers={

@@ -1,0 +1,122 @@
+"""Rate limits: per write key and per client address on ingestion, per key on reads, failed
+authentication per client address (logged truncated, never a whole key); shared through Redis."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import Settings
+from tests.conftest import create_site
+from tests.security.helpers import app_client, assert_error, bearer
+
+REDIS = "redis://127.0.0.1:6379/0"
+BATCH = {"batch": [{"type": "page", "anonymousId": "a", "timestamp": "2026-03-01T10:00:00Z"}]}
+
+
+async def ingest(client: httpx.AsyncClient, write_key: str) -> httpx.Response:
+    return await client.post("/v1/batch", json=BATCH, auth=(write_key, ""))
+
+
+def assert_limited(answer: httpx.Response) -> None:
+    assert_error(answer, 429, "rate_limited")
+    assert 1 <= int(answer.headers["retry-after"]) <= 60
+
+
+async def test_ingestion_is_limited_per_write_key(settings: Settings) -> None:
+    async with app_client(settings, rate_limit_ingest_key="3/minute") as client:
+        site, other = await create_site(client), await create_site(client)
+        assert [(await ingest(client, site["write_key"])).status_code for _ in range(3)] == [200] * 3
+        assert_limited(await ingest(client, site["write_key"]))
+        assert (await ingest(client, other["write_key"])).status_code == 200  # another key: its own budget
+
+
+async def test_ingestion_is_limited_per_client_address(settings: Settings) -> None:
+    async with app_client(settings, rate_limit_ingest_address="3/minute") as client:
+        sites = [await create_site(client) for _ in range(4)]
+        codes = [(await ingest(client, s["write_key"])).status_code for s in sites[:3]]
+        assert codes == [200] * 3
+        assert_limited(await ingest(client, sites[3]["write_key"]))
+        pixel = await client.get("/v1/pixel.gif", params={"data": "e30", "writeKey": sites[3]["write_key"]})
+        assert (pixel.status_code, pixel.headers["x-racetrack-error"]) == (429, "rate_limited")
+        assert int(pixel.headers["retry-after"]) >= 1
+
+
+async def test_reads_are_limited_per_key(settings: Settings) -> None:
+    params = {"from": "2026-03-01", "to": "2026-03-02", "granularity": "total"}
+    async with app_client(settings, rate_limit_read_key="2/minute") as client:
+        site = await create_site(client)
+        for _ in range(2):
+            assert (await client.get("/v1/kpis", params=params, headers=bearer(site["read_key"]))).status_code == 200
+        assert_limited(await client.get("/v1/kpis", params=params, headers=bearer(site["read_key"])))
+        admin = await client.get("/v1/rules", headers=bearer(site["admin_key"]))
+        assert admin.status_code == 200  # the admin key is another key
+
+
+@pytest.mark.parametrize(
+    ("kind", "attempt"),
+    [
+        ("write", lambda c, guess: ingest(c, guess)),
+        (
+            "secret",
+            lambda c, guess: c.get(
+                "/v1/kpis", params={"from": "2026-03-01", "to": "2026-03-02"}, headers=bearer(guess)
+            ),
+        ),
+        ("root", lambda c, guess: c.get("/v1/sites", headers=bearer(guess))),
+    ],
+)
+async def test_key_guessing_slows_to_a_crawl_and_shows_in_the_log(
+    settings: Settings, caplog: pytest.LogCaptureFixture, kind: str, attempt: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="racetrack")
+    async with app_client(settings, rate_limit_failed_auth="5/minute") as client:
+        site = await create_site(client)
+        guesses = [f"xk_{uuid.uuid4().hex}" for _ in range(8)]
+        codes = [(await attempt(client, guess)).status_code for guess in guesses]
+        assert codes == [401] * 5 + [429] * 3
+        refused = await attempt(client, site["write_key"] if kind == "write" else site["read_key"])
+        assert_limited(refused)  # from this address, even a right key waits: guessing gains nothing
+    failures = [r for r in caplog.records if r.getMessage() == "authentication failed"]
+    assert len(failures) == 5
+    assert {r.fields["client"] for r in failures} == {"127.0.0.0/24"}  # type: ignore[attr-defined]
+    assert {r.fields["kind"] for r in failures} == {kind}  # type: ignore[attr-defined]
+    assert all(len(r.fields["key_prefix"]) <= 7 for r in failures)  # type: ignore[attr-defined]
+    logged = caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
+    assert not any(guess in logged for guess in guesses)
+    assert site["write_key"] not in logged and site["read_key"] not in logged
+    assert "127.0.0.1" not in logged
+
+
+async def test_limits_are_shared_through_redis(settings: Settings) -> None:
+    shared = {
+        "redis_url": REDIS,
+        "rate_limit_prefix": f"rt-test-{uuid.uuid4().hex}",
+        "rate_limit_ingest_key": "3/minute",
+    }
+    async with app_client(settings, **shared) as worker_a, app_client(settings, **shared) as worker_b:
+        site = await create_site(worker_a)
+        assert [(await ingest(worker_a, site["write_key"])).status_code for _ in range(2)] == [200, 200]
+        assert (await ingest(worker_b, site["write_key"])).status_code == 200
+        assert_limited(await ingest(worker_b, site["write_key"]))
+        assert_limited(await ingest(worker_a, site["write_key"]))
+
+
+async def test_an_unreachable_redis_does_not_stop_ingestion(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with app_client(settings, redis_url="redis://127.0.0.1:1/0", rate_limit_ingest_key="1/minute") as client:
+        site = await create_site(client)
+        assert [(await ingest(client, site["write_key"])).status_code for _ in range(3)] == [200] * 3
+    assert "rate limit storage unavailable" in caplog.text
+
+
+async def test_defaults_are_generous(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        site = await create_site(client)
+        codes = {(await ingest(client, site["write_key"])).status_code for _ in range(100)}
+        assert codes == {200}
