@@ -19,8 +19,13 @@ class SiteKeys:
 
 
 async def site_keys(conn: asyncpg.Connection, site_id: int) -> SiteKeys | None:
+    # the newest valid key of each kind signs the session: rotating or revoking it ends the sessions
+    current = """(SELECT k.key_hash FROM site_key k WHERE k.site_id = s.site_id AND k.kind = '{kind}'
+                    AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.key_id DESC LIMIT 1)"""
     row = await conn.fetchrow(
-        "SELECT site_id, name, timezone, domains, read_key_hash, admin_key_hash FROM site WHERE site_id = $1",
+        f"""SELECT s.site_id, s.name, s.timezone, s.domains, {current.format(kind="read")} AS read_key_hash,
+                   {current.format(kind="admin")} AS admin_key_hash
+            FROM site s WHERE s.site_id = $1""",
         site_id,
     )
     if row is None:
