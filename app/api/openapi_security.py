@@ -26,6 +26,7 @@ BY_TAG: dict[str, list[dict[str, list[str]]]] = {
     "keys": [{"adminKey": []}],
     "audit": [{"adminKey": []}],
     "sites": [{"rootToken": []}],
+    "tracker": [],  # race.js: public, no key (an explicit empty list says so)
 }
 
 
