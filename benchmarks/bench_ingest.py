@@ -164,7 +164,7 @@ async def derive_rate(url: str, events: int) -> dict[str, float]:
     appended = 0
     chunk: list[IncomingEvent] = []
     # a day of journeys (sessions, identifies, orders, repeat buyers): a backlog of recent traffic
-    for journey in generate_journeys(max(1, events // EVENTS_PER_PERSON), 1, now - timedelta(days=1), 11):
+    for journey in generate_journeys(max(1, int(events // EVENTS_PER_PERSON)), 1, now - timedelta(days=1), 11):
         chunk += [e for e in (normalize(m, receipt) for m in journey) if isinstance(e, IncomingEvent)]
         if len(chunk) >= 5000:
             async with pool.acquire() as conn, conn.transaction():
@@ -211,7 +211,10 @@ def main() -> None:
         stop(naive)
 
     server = start([str(BIN / "racetrack"), "serve", "--port", "18302", "--workers", "2"],
-                   {"DATABASE_URL": racetrack_url, "RACETRACK_ADMIN_TOKEN": "bench", "RACETRACK_ACCESS_LOG": "false"},
+                   {"DATABASE_URL": racetrack_url, "RACETRACK_ADMIN_TOKEN": "bench", "RACETRACK_ACCESS_LOG": "false",
+                    # capacity, not policy: the rate limits (README "Security") would answer 429 here
+                    "RACETRACK_RATE_LIMIT_INGEST_KEY": "10000000/second",
+                    "RACETRACK_RATE_LIMIT_INGEST_ADDRESS": "10000000/second"},
                    18302)  # fmt: skip
     watch = RssWatch(server.pid)
     try:

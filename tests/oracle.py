@@ -341,7 +341,8 @@ class Oracle:
         persons = {e.person for e in events}
         orders = [e for e in events if e.order]
         order_persons = {e.person for e in orders}
-        revenue = sum(e.value for e in orders)
+        # money (DESIGN §5): each value in cents, summed as integers, written in currency units
+        revenue = sum(round(e.value * 100) for e in orders)
         pageviews = sum(1 for e in events if e.type in ("page", "screen"))
         repeat_customers = {e.person for e in orders if e.repeat_order}
         offline = [e for e in orders if e.channel == "Offline"]
@@ -363,26 +364,26 @@ class Oracle:
             "sessions": n_sessions,
             "pageviews": pageviews,
             "bounce_rate": _ratio(sum(1 for s in sessions if s.bounce), n_sessions),
-            "value_per_visit": _ratio(revenue, n_sessions),
+            "value_per_visit": _money_ratio(revenue, n_sessions),
             "act_events": sum(1 for e in events if e.stage == "act"),
             "leads": sum(1 for e in events if e.lead),
             "lead_rate": _ratio(len({e.person for e in events if e.lead}), len(persons)),
             "pages_per_session": _ratio(pageviews, n_sessions),
             "avg_session_seconds": _ratio(sum(s.seconds for s in sessions), n_sessions),
             "orders": len(orders),
-            "revenue": revenue,
-            "aov": _ratio(revenue, len(orders)),
+            "revenue": revenue / 100,
+            "aov": _money_ratio(revenue, len(orders)),
             "new_customers": len({e.person for e in orders if e.first_order}),
             "conversion_rate": _ratio(len(order_persons), len(persons)),
             "offline_orders": len(offline),
-            "offline_revenue": sum(e.value for e in offline),
+            "offline_revenue": sum(round(e.value * 100) for e in offline) / 100,
             "engage_events": sum(1 for e in events if e.stage == "engage"),
             "repeat_orders": sum(1 for e in orders if e.repeat_order),
             "repeat_customers": len(repeat_customers),
             "repeat_purchase_rate": _ratio(len(repeat_customers), len(order_persons)),
             "customers_to_date": len(customers),
             "active_customer_rate": _ratio(len(customers & persons), len(customers)),
-            "clv": _ratio(sum(e.value for e in to_date), len(customers)),
+            "clv": _money_ratio(sum(round(e.value * 100) for e in to_date), len(customers)),
             "nps": _ratio(100 * (promoters - detractors), len(scores)),
         }
 
@@ -420,3 +421,8 @@ def _nonempty(kpis: dict[str, Any]) -> bool:
 
 
 __all__ = ["KPI_NAMES", "OBucket", "OEvent", "OSession", "Oracle", "make_buckets", "parse_ts"]
+
+
+def _money_ratio(cents: int, denominator: int) -> float | None:
+    """Money per something, to the cent."""
+    return None if denominator == 0 else round(cents / denominator) / 100

@@ -79,17 +79,17 @@ class Counts:
     leads: int = 0
     lead_persons: int = 0
     orders: int = 0
-    revenue: float = 0.0
+    revenue: int = 0  # money in cents (minor units): sums are exact integers
     new_customers: int = 0
     order_persons: int = 0
     offline_orders: int = 0
-    offline_revenue: float = 0.0
+    offline_revenue: int = 0  # cents
     engage_events: int = 0
     repeat_orders: int = 0
     repeat_customers: int = 0
     customers_to_date: int = 0
     active_customers: int = 0
-    revenue_to_date: float = 0.0
+    revenue_to_date: int = 0  # cents
     nps_responses: int = 0
     nps_promoters: int = 0
     nps_detractors: int = 0
@@ -126,6 +126,26 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return None if denominator == 0 else numerator / denominator
 
 
+# Money is added up in cents (minor units, two decimals), as integers: exact, in every path (SQL
+# over the events, rollups, Python), and written in currency units rounded to the cent, so the same
+# revenue reads the same everywhere. A value with more decimals counts to the nearest cent.
+MONEY_SCALE = 100
+
+
+def cents(value: float | None) -> int:
+    """An amount in cents, rounded as PostgreSQL's round(value * 100) rounds (to nearest, ties to even)."""
+    return round((value or 0.0) * MONEY_SCALE)
+
+
+def money(amount_cents: int) -> float:
+    return amount_cents / MONEY_SCALE
+
+
+def money_ratio(amount_cents: int, denominator: float) -> float | None:
+    """Money per something (AOV, CLV, value per visit), rounded to the cent."""
+    return None if denominator == 0 else round(amount_cents / denominator) / MONEY_SCALE
+
+
 def kpis_of(c: Counts) -> dict[str, float | int | None]:
     nps = ratio(100 * (c.nps_promoters - c.nps_detractors), c.nps_responses)
     return {
@@ -134,26 +154,26 @@ def kpis_of(c: Counts) -> dict[str, float | int | None]:
         "sessions": c.sessions,
         "pageviews": c.pageviews,
         "bounce_rate": ratio(c.bounces, c.sessions),
-        "value_per_visit": ratio(c.revenue, c.sessions),
+        "value_per_visit": money_ratio(c.revenue, c.sessions),
         "act_events": c.act_events,
         "leads": c.leads,
         "lead_rate": ratio(c.lead_persons, c.visitors),
         "pages_per_session": ratio(c.pageviews, c.sessions),
         "avg_session_seconds": ratio(c.session_seconds, c.sessions),
         "orders": c.orders,
-        "revenue": c.revenue,
-        "aov": ratio(c.revenue, c.orders),
+        "revenue": money(c.revenue),
+        "aov": money_ratio(c.revenue, c.orders),
         "new_customers": c.new_customers,
         "conversion_rate": ratio(c.order_persons, c.visitors),
         "offline_orders": c.offline_orders,
-        "offline_revenue": c.offline_revenue,
+        "offline_revenue": money(c.offline_revenue),
         "engage_events": c.engage_events,
         "repeat_orders": c.repeat_orders,
         "repeat_customers": c.repeat_customers,
         "repeat_purchase_rate": ratio(c.repeat_customers, c.order_persons),
         "customers_to_date": c.customers_to_date,
         "active_customer_rate": ratio(c.active_customers, c.customers_to_date),
-        "clv": ratio(c.revenue_to_date, c.customers_to_date),
+        "clv": money_ratio(c.revenue_to_date, c.customers_to_date),
         "nps": nps,
     }
 

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
 
+from app.domain.kpis import cents
 from app.domain.rollup import (
     COUNTERS,
     DAY,
@@ -91,12 +92,12 @@ class Fact:
 
 
 def _event_counters(f: Fact) -> list[float]:
-    revenue = (f.value or 0.0) if f.is_order else 0.0
+    revenue = cents(f.value) if f.is_order else 0
     offline = f.is_order and f.channel == "Offline"
     nps = f.goal == "nps" and f.nps_score is not None
     return [
         f.is_first_event, f.type in ("page", "screen"), f.stage == "act", f.is_lead, f.is_order, revenue,
-        f.is_first_order, offline, revenue if offline else 0.0, f.stage == "engage", f.is_repeat_order, nps,
+        f.is_first_order, offline, revenue if offline else 0, f.stage == "engage", f.is_repeat_order, nps,
         nps and f.nps_score is not None and f.nps_score >= 9, nps and f.nps_score is not None and f.nps_score <= 6,
     ]  # fmt: skip
 

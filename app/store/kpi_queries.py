@@ -91,11 +91,11 @@ SELECT {q.bucket("e.event_at")} AS bucket, {q.group} AS grp,
   count(*) FILTER (WHERE e.is_lead) AS leads,
   count(DISTINCT e.person_id) FILTER (WHERE e.is_lead) AS lead_persons,
   count(*) FILTER (WHERE e.is_order) AS orders,
-  COALESCE(sum(e.value) FILTER (WHERE e.is_order), 0) AS revenue,
+  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order), 0)::int8 AS revenue,  -- cents (MONEY_SCALE)
   count(DISTINCT e.person_id) FILTER (WHERE e.is_first_order) AS new_customers,
   count(DISTINCT e.person_id) FILTER (WHERE e.is_order) AS order_persons,
   count(*) FILTER (WHERE e.is_order AND e.channel = 'Offline') AS offline_orders,
-  COALESCE(sum(e.value) FILTER (WHERE e.is_order AND e.channel = 'Offline'), 0) AS offline_revenue,
+  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order AND e.channel = 'Offline'), 0)::int8 AS offline_revenue,
   count(*) FILTER (WHERE e.stage = 'engage') AS engage_events,
   count(*) FILTER (WHERE e.is_repeat_order) AS repeat_orders,
   count(DISTINCT e.person_id) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
@@ -131,10 +131,10 @@ def _to_date_sql(q: Query) -> str:
     before = f"CASE WHEN {{col}} < $2 THEN NULL ELSE {q.bucket('{col}')} END"
     return f"""
 WITH f AS ({_first_orders_sql(q)})
-SELECT {before.format(col="f.first_at")} AS bucket, f.grp, count(*) AS customers, 0::float8 AS revenue
+SELECT {before.format(col="f.first_at")} AS bucket, f.grp, count(*) AS customers, 0::int8 AS revenue
 FROM f GROUP BY 1, 2
 UNION ALL
-SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, COALESCE(sum(e.value), 0)
+SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, COALESCE(sum(round(e.value * 100)), 0)::int8
 FROM event e {q.join}
 WHERE e.site_id = $1 AND NOT e.is_bot AND e.is_order AND e.event_at < $3
 GROUP BY 1, 2"""
@@ -203,14 +203,14 @@ async def _fetch(pool: asyncpg.Pool, sql: str, *params: Any, hash_joins: bool = 
 
 def _add_to_date(rows: Sequence[Any], aligned: list[datetime], slot: Any) -> None:
     """customers_to_date and revenue_to_date: running sums over the buckets, from before the period on."""
-    per_group: dict[str, dict[datetime | None, tuple[int, float]]] = {}
+    per_group: dict[str, dict[datetime | None, tuple[int, int]]] = {}
     for row in rows:
-        customers, revenue = per_group.setdefault(row["grp"], {}).get(row["bucket"], (0, 0.0))
+        customers, revenue = per_group.setdefault(row["grp"], {}).get(row["bucket"], (0, 0))
         per_group[row["grp"]][row["bucket"]] = (customers + row["customers"], revenue + row["revenue"])
     for grp, by_bucket in per_group.items():
-        customers, revenue = by_bucket.get(None, (0, 0.0))
+        customers, revenue = by_bucket.get(None, (0, 0))
         for start in aligned:
-            add_customers, add_revenue = by_bucket.get(start, (0, 0.0))
+            add_customers, add_revenue = by_bucket.get(start, (0, 0))
             customers, revenue = customers + add_customers, revenue + add_revenue
             counts = slot(start, grp)
             counts.customers_to_date, counts.revenue_to_date = customers, revenue

@@ -22,7 +22,7 @@ async def goal_counts(conn: asyncpg.Connection, q: Query) -> list[asyncpg.Record
     """(bucket, goal, completions, persons, value) of non-bot events with a goal."""
     rows: list[Any] = await conn.fetch(
         f"""SELECT {q.bucket("event_at")} AS bucket, goal, count(*) AS completions,
-                   count(DISTINCT person_id) AS persons, COALESCE(sum(value), 0)::float8 AS value
+                   count(DISTINCT person_id) AS persons, (COALESCE(sum(round(value * 100)), 0) / 100)::float8 AS value
             FROM event
             WHERE site_id = $1 AND NOT is_bot AND goal IS NOT NULL AND event_at >= $2 AND event_at < $3
             GROUP BY 1, 2 ORDER BY 1, 2""",
@@ -147,7 +147,8 @@ async def person_summary(conn: asyncpg.Connection, site_id: int, person_id: str)
         """SELECT min(event_at) FILTER (WHERE NOT is_bot) AS first_seen,
                   max(event_at) FILTER (WHERE NOT is_bot) AS last_seen,
                   count(*) FILTER (WHERE is_order AND NOT is_bot) AS orders,
-                  COALESCE(sum(value) FILTER (WHERE is_order AND NOT is_bot), 0)::float8 AS revenue,
+                  (COALESCE(sum(round(value * 100)) FILTER (WHERE is_order AND NOT is_bot), 0) / 100)::float8
+                    AS revenue,
                   count(*) FILTER (WHERE is_lead AND NOT is_bot) AS leads,
                   COALESCE(array_agg(DISTINCT stage) FILTER (WHERE NOT is_bot), '{}') AS stages,
                   COALESCE(array_agg(DISTINCT anonymous_id ORDER BY anonymous_id)
@@ -225,7 +226,7 @@ async def cohort_activity(
            SELECT c.cohort, date_trunc('month', e.event_at AT TIME ZONE $4)::date AS month,
                   count(DISTINCT e.person_id) AS active,
                   count(DISTINCT e.person_id) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
-                  count(*) AS orders, COALESCE(sum(e.value), 0)::float8 AS revenue
+                  count(*) AS orders, (COALESCE(sum(round(e.value * 100)), 0) / 100)::float8 AS revenue
            FROM cohort c
            JOIN event e ON e.site_id = $1 AND e.person_id = c.person_id AND e.is_order AND NOT e.is_bot
              AND e.event_at < $3

@@ -7,6 +7,7 @@ ordered delta parts.
 - order_key keeps the winning copy of each order id (earliest by event time, then messageId);
   duplicate_order keeps the losing copies (shown in data quality).
 - ingest_counter gains a shard per writer, so that two workers' flushes never wait on one row.
+- rollup revenue counters hold cents (integers): sums of money are exact in every path.
 - pipeline_watermark: per site, what derivation has done (advanced in the derivation's transaction).
 - rollup rows become parts: part 0 is a key's base, parts > 0 are deltas in commit order, each
   with the persons it adds and the persons it removes. Readers fold a key's parts in order;
@@ -87,6 +88,8 @@ UPGRADE = [
     "ALTER TABLE rollup DROP CONSTRAINT pk_rollup",
     "ALTER TABLE rollup ADD CONSTRAINT pk_rollup PRIMARY KEY (site_id, dim, level, slot, grp, part)",
     "CREATE INDEX ix_rollup_deltas ON rollup (site_id, dim, level, slot, grp) WHERE part > 0",
+    # money is added up in cents (integers, exact in float8 far beyond any revenue; DESIGN §5)
+    "UPDATE rollup SET revenue = round(revenue * 100), offline_revenue = round(offline_revenue * 100)",
     "DROP TRIGGER session_rollup_regrouped ON session",
     "DROP TRIGGER session_rollup_update ON session",
     "DROP TRIGGER session_rollup_insert_new ON session",

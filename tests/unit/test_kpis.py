@@ -222,6 +222,16 @@ def test_ratios_are_null_when_only_their_denominator_is_zero() -> None:
     assert values["nps"] is None  # responses 0
 
 
+def test_money_is_summed_in_cents_and_written_to_the_cent() -> None:
+    """Floats would sum 0.1 + 0.2 to 0.30000000000000004 and drift across endpoints; cents do not."""
+    from app.domain.kpis import cents, money, money_ratio
+
+    assert sum(cents(v) for v in (0.1, 0.2, 3419.65, 19.99)) == 10 + 20 + 341965 + 1999
+    assert money(cents(0.1) + cents(0.2)) == 0.3
+    assert money_ratio(1000, 3) == 3.33 and money_ratio(1000, 0) is None
+    assert cents(2.675) == 268  # 2.675 * 100 is 267.5 in float8, then to even: as PostgreSQL rounds it
+
+
 def test_kpis_of_values() -> None:
     counts = Counts(
         visitors=10,
@@ -234,17 +244,17 @@ def test_kpis_of_values() -> None:
         leads=3,
         lead_persons=2,
         orders=4,
-        revenue=200.0,
+        revenue=20000,  # cents
         new_customers=2,
         order_persons=3,
         offline_orders=1,
-        offline_revenue=25.0,
+        offline_revenue=2500,
         engage_events=6,
         repeat_orders=1,
         repeat_customers=1,
         customers_to_date=8,
         active_customers=2,
-        revenue_to_date=800.0,
+        revenue_to_date=80000,
         nps_responses=10,
         nps_promoters=6,
         nps_detractors=2,

@@ -49,7 +49,7 @@ def test_appended_events_count_in_their_slot_hour_and_local_day_of_every_dimensi
     for change in changes.values():
         counters = dict(zip(Rollup().counters, change.counters, strict=True))
         picked = (counters["pageviews"], counters["orders"], counters["revenue"], counters["new_customers"])
-        assert picked == (1, 1, 40, 1)
+        assert picked == (1, 1, 4000, 1)  # revenue in cents
         assert (counters["sessions"], counters["new_visitors"]) == (1, 1)
         assert change.added == {0: {7}, 2: {7}, 5: {7}} and change.removed == {}  # visitors, customers, convert
 

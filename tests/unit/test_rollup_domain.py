@@ -80,7 +80,7 @@ def _random_quarters(seed: int, quarters: int, groups: list[str]) -> dict[tuple[
             r = Rollup()
             for name in COUNTERS:
                 r.counters[name] = rng.randint(0, 5)
-            r.counters["revenue"] = r.counters["orders"] * rng.random() * 100  # as in real rows: no orders, no revenue
+            r.counters["revenue"] = r.counters["orders"] * rng.randint(0, 10_000)  # cents; no orders, no revenue
             for name in ("visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons"):
                 r.sets[name] = BitMap(rng.sample(range(60), rng.randint(0, 8)))
             if not r.counters["orders"]:
