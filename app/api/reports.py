@@ -165,7 +165,8 @@ its start falls in, so in a zone with a half-hour offset a bucket edge can be of
 as bots. `late`: stored events (bots included, as in `accepted`) whose event time is more than 24 h
 before their receipt. `duplicate_orders`: stored copies of an order id that did not count, because
 an earlier copy (by event time, then messageId) of the same order id did. CSV: one row per bucket,
-a `rejected_<code>` column per code seen."""
+a `rejected_<code>` column per code seen. `other_currency_orders`: orders sent in another currency
+than the site's (when it has one): counted as orders, their value left out of revenue."""
 
 
 @router.get(
@@ -201,6 +202,7 @@ async def quality(
                 "bots": e["bots"] if e else 0,
                 "late": e["late"] if e else 0,
                 "duplicate_orders": repeated.get(b.aligned, 0),
+                "other_currency_orders": e["other_currency_orders"] if e else 0,
             }
         )
     if wants_csv(request, format):
@@ -215,6 +217,7 @@ async def quality(
             "bots",
             "late",
             "duplicate_orders",
+            "other_currency_orders",
             *(f"rejected_{k}" for k in codes),
         ]
         return conditional(request, csv_answer(flat, columns, "quality.csv"))

@@ -32,6 +32,21 @@ class SiteIn(BaseModel):
         max_length=100,
         description="Own hosts: referrers from them count as Direct, and browsers on them may read the KPIs",
     )
+    currency: str | None = Field(
+        None, description="ISO 4217 code (e.g. EUR). When set, an order whose properties.currency is another one "
+        "is stored and counted as an order, but its value is not added to revenue (Racetrack converts no "
+        "currencies); /v1/quality counts such orders as other_currency_orders", examples=["EUR"],
+    )  # fmt: skip
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().upper()
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError("must be a three-letter ISO 4217 code such as EUR")
+        return code
 
     @field_validator("name")
     @classmethod
@@ -58,6 +73,7 @@ class SiteCreated(BaseModel):
     name: str
     timezone: str
     domains: list[str]
+    currency: str | None = None
     write_key: str
     read_key: str
     admin_key: str
@@ -70,13 +86,14 @@ class SiteCreated(BaseModel):
     summary="Create a site; its secret read and admin keys are shown only in this answer",
 )
 async def create_site(body: SiteIn, request: Request, conn: Conn) -> SiteCreated:
-    site, made = await store.create_site(conn, body.name, body.timezone, body.domains)
+    site, made = await store.create_site(conn, body.name, body.timezone, body.domains, body.currency)
     await record(conn, request, site.site_id, "site.create", {"name": site.name, "timezone": site.timezone})
     return SiteCreated(
         id=site.site_id,
         name=site.name,
         timezone=site.timezone,
         domains=list(site.domains),
+        currency=body.currency,
         write_key=made.write_key,
         read_key=made.read_key,
         admin_key=made.admin_key,

@@ -67,10 +67,11 @@ def derive_person(
 
 
 def derive_person_state(
-    person_id: str, events: Iterable[Event], ruleset_for: Callable[[int | None], CompiledRuleset]
+    person_id: str, events: Iterable[Event], ruleset_for: Callable[[int | None], CompiledRuleset],
+    currency: str | None = None,
 ) -> tuple[list[EventFacts], list[SessionFacts], PersonState]:
     """derive_person, and the state after the last event: extending an empty past is deriving."""
-    derived = extend_person(person_id, PersonState(), events, ruleset_for)
+    derived = extend_person(person_id, PersonState(), events, ruleset_for, currency)
     assert derived is not None  # an empty past comes before any event
     return derived
 
@@ -116,6 +117,7 @@ def extend_person(
     state: PersonState,
     new_events: Iterable[Event],
     ruleset_for: Callable[[int | None], CompiledRuleset],
+    currency: str | None = None,
 ) -> tuple[list[EventFacts], list[SessionFacts], PersonState] | None:
     """Facts of events that all come after the person's stored ones, from the state alone; the
     sessions returned are the new events' parts (the store adds them to existing sessions).
@@ -150,8 +152,9 @@ def extend_person(
                 key = f"{person_id}|t|{event.message_id}"
             parts.setdefault(key, []).append(event)
         is_order = got.order and not event.is_bot
+        value = order_value(event, got.order, got.value, currency)
         facts.append(EventFacts(
-            event_id=event.event_id, stage=got.stage, goal=got.goal, value=got.value, is_lead=got.lead,
+            event_id=event.event_id, stage=got.stage, goal=got.goal, value=value, is_lead=got.lead,
             is_order=got.order, is_first_event=not event.is_bot and seen is None,
             is_first_order=is_order and orders == 0, is_repeat_order=is_order and orders > 0,
             session_key=key, nps_score=_nps_score(event) if got.goal == NPS_GOAL else None,
@@ -161,7 +164,7 @@ def extend_person(
             seen = seen or event.event_at
             if got.order:
                 orders += 1
-                revenue += got.value or 0.0
+                revenue += value or 0.0
             leads += got.lead
             if not event.session_hint:
                 gap_key, gap_at = key, event.event_at
@@ -169,6 +172,17 @@ def extend_person(
         last = ordered[-1]
         state = PersonState(last.event_at, last.message_id, seen, orders, revenue, leads, gap_key, gap_at)
     return facts, [_session(key, members) for key, members in parts.items()], state
+
+
+def order_value(event: Event, is_order: bool, value: float | None, currency: str | None) -> float | None:
+    """An order's value counts in the site's currency only (Racetrack converts none): an order sent
+    with another `properties.currency` is an order all the same, with no value. No site currency, or
+    no currency on the order: the value as sent."""
+    if currency and is_order:
+        sent = event.properties.get("currency")
+        if isinstance(sent, str) and sent.strip() and sent.strip().upper() != currency:
+            return None
+    return value
 
 
 def person_id_of(user_id: str | None, anonymous_id: str | None, links: Mapping[str, str]) -> str:

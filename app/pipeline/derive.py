@@ -48,6 +48,7 @@ from app.pipeline.rulesets import RulesetCache
 from app.store import events as event_store
 from app.store import inbox
 from app.store import persons as person_store
+from app.store import sites as site_store
 from app.store.locks import lock_derivation, try_lock_derivation
 from app.store.persons import FACT_COLUMNS
 
@@ -103,6 +104,7 @@ class _Work:
 
     site_id: int
     delta: RollupDelta
+    currency: str | None  # the site's: orders in another one count without their value
     arriving: set[int] = field(default_factory=set)  # event ids that come from the inbox
     new_facts: list[tuple[Any, ...]] = field(default_factory=list)  # (inbox_id, person_id, *facts)
     changed: list[EventFacts] = field(default_factory=list)
@@ -120,13 +122,13 @@ class _Work:
 async def derive_persons(
     conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, ruleset_for: RulesetFor,
     arriving: Sequence[tuple[str, Event]], forced: set[str], demoted: frozenset[int] = frozenset(),
-    moved: dict[str, str] | None = None,
+    moved: dict[str, str] | None = None, currency: str | None = None,
 ) -> _Work:  # fmt: skip
     """Derive the persons of `arriving` (person id, event) and the `forced` ones (derived again from
     all their stored events). `moved`: anonymousIds whose anonymous events now belong to another
     person; `demoted`: stored events that are no longer events (an earlier copy of their order)."""
     moved = moved or {}
-    work = _Work(site_id, RollupDelta(zone), {e.event_id for _, e in arriving})
+    work = _Work(site_id, RollupDelta(zone), currency, {e.event_id for _, e in arriving})
     by_person: dict[str, list[Event]] = {}
     for person_id, event in arriving:
         by_person.setdefault(person_id, []).append(event)
@@ -138,7 +140,7 @@ async def derive_persons(
         if person_id in slow:
             continue
         # no state: a person not seen before (every derived person has one), extended from nothing
-        extended = extend_person(person_id, states.get(person_id, PersonState()), events, ruleset_for)
+        extended = extend_person(person_id, states.get(person_id, PersonState()), events, ruleset_for, currency)
         if extended is None:
             slow.add(person_id)
         else:
@@ -209,7 +211,7 @@ async def _derive_again(
     new_side = []
     new_keys: set[str] = set()
     for person_id, person_events in events.items():
-        facts, sessions, state = derive_person_state(person_id, person_events, ruleset_for)
+        facts, sessions, state = derive_person_state(person_id, person_events, ruleset_for, work.currency)
         for f in facts:
             work.add_fact(person_id, f, stored.get(f.event_id))
         groups = {s.session_key: groups_of(s) for s in sessions}
@@ -284,7 +286,8 @@ async def rank_orders(
 
 
 async def derive_batch(
-    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, rows: Sequence[Any], ruleset_for: RulesetFor
+    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, rows: Sequence[Any], ruleset_for: RulesetFor,
+    currency: str | None = None,
 ) -> int:
     """Derive these inbox rows of a site, in the caller's transaction (under the site's lock)."""
     arrivals = [arrival_of(r) for r in rows]
@@ -302,7 +305,7 @@ async def derive_batch(
     relinked = set(moved.values()) | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
     arriving = [(person_id_of(a.user_id, a.anonymous_id, after), a.event) for a in counted]
     work = await derive_persons(conn, site_id, zone, ruleset_for, arriving, relinked | ranked.demoted_persons,
-                                frozenset(ranked.demoted), moved)  # fmt: skip
+                                frozenset(ranked.demoted), moved, currency)  # fmt: skip
     await event_store.demote_orders(conn, site_id, ranked.demoted)
     if moved:  # the anonymous events of a newly linked id become the user's, retroactively
         await event_store.relink_anonymous(conn, site_id, moved)
@@ -326,9 +329,9 @@ async def derive_site(pool: asyncpg.Pool, rulesets: RulesetCache, site_id: int, 
         rows = await inbox.take(conn, site_id, batch)
         if not rows:
             return 0
-        zone = ZoneInfo(await conn.fetchval("SELECT timezone FROM site WHERE site_id = $1", site_id) or "UTC")
+        timezone, currency = await site_store.derivation_settings(conn, site_id)
         ruleset_for = await rulesets.resolver(conn, site_id)
-        return await derive_batch(conn, site_id, zone, rows, ruleset_for)
+        return await derive_batch(conn, site_id, ZoneInfo(timezone), rows, ruleset_for, currency)
 
 
 async def reclassify_between(
@@ -341,8 +344,8 @@ async def reclassify_between(
     if not persons:
         return 0
     await person_store.set_ruleset_version(conn, site_id, persons, start, end, ruleset_for(None).version)
-    zone = ZoneInfo(await conn.fetchval("SELECT timezone FROM site WHERE site_id = $1", site_id) or "UTC")
-    work = await derive_persons(conn, site_id, zone, ruleset_for, [], set(persons))
+    timezone, currency = await site_store.derivation_settings(conn, site_id)
+    work = await derive_persons(conn, site_id, ZoneInfo(timezone), ruleset_for, [], set(persons), currency=currency)
     await write(conn, work, [])
     return len(persons)
 

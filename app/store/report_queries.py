@@ -196,7 +196,10 @@ async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[a
     )
     events = await conn.fetch(
         f"""SELECT {q.bucket("received_at")} AS bucket, count(*) FILTER (WHERE is_bot) AS bots,
-                   count(*) FILTER (WHERE event_at < received_at - interval '{LATE_AFTER}') AS late
+                   count(*) FILTER (WHERE event_at < received_at - interval '{LATE_AFTER}') AS late,
+                   count(*) FILTER (WHERE is_order AND NOT is_bot AND value IS NULL
+                                      AND upper(btrim(properties->>'currency'))
+                                          <> (SELECT currency FROM site WHERE site_id = $1)) AS other_currency_orders
             FROM event WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1""",
         *q.params,
     )

@@ -99,14 +99,16 @@ async def _insert_key(conn: asyncpg.Connection, site_id: int, kind: str) -> str:
 
 
 async def create_site(
-    conn: asyncpg.Connection, name: str, timezone: str, domains: list[str]
+    conn: asyncpg.Connection, name: str, timezone: str, domains: list[str], currency: str | None = None
 ) -> tuple[Site, NewSiteKeys]:
     async with conn.transaction():
         row = await conn.fetchrow(
-            "INSERT INTO site (name, timezone, domains) VALUES ($1, $2, $3) RETURNING site_id, name, timezone, domains",
+            """INSERT INTO site (name, timezone, domains, currency) VALUES ($1, $2, $3, $4)
+               RETURNING site_id, name, timezone, domains""",
             name,
             timezone,
             domains,
+            currency,
         )
         site = _site(row)
         made = {kind: await _insert_key(conn, site.site_id, kind) for kind in KINDS}
@@ -141,6 +143,12 @@ async def secret_key_hit(conn: asyncpg.Connection, key: str) -> KeyHit | None:
 async def site_by_secret_key(conn: asyncpg.Connection, key: str) -> tuple[Site, str] | None:
     hit = await secret_key_hit(conn, key)
     return (hit.site, hit.kind) if hit else None
+
+
+async def derivation_settings(conn: asyncpg.Connection, site_id: int) -> tuple[str, str | None]:
+    """What derivation needs of a site: its time zone and its currency (None: any)."""
+    row = await conn.fetchrow("SELECT timezone, currency FROM site WHERE site_id = $1", site_id)
+    return (row["timezone"] or "UTC", row["currency"]) if row else ("UTC", None)
 
 
 async def list_sites(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -998,3 +998,34 @@ async def test_an_order_id_counts_once_across_order_event_names(client: httpx.As
     assert (answer.json()["accepted"], answer.json()["duplicates"]) == (3, 0)  # order ids are decided when deriving
     stored = await db.fetch("SELECT event_name, is_order FROM event WHERE site_id = $1 ORDER BY event_name", site["id"])
     assert [tuple(r) for r in stored] == [("Order Completed", True), ("Order Refunded", False)]
+
+
+async def test_an_order_in_another_currency_is_an_order_without_revenue(client: httpx.AsyncClient, db) -> None:
+    """A site in EUR: a USD order is stored and counted as an order, its value is not added to
+    revenue (no conversion), and data quality counts it. Money reads the same, to the cent, in
+    /v1/kpis (JSON and CSV), /v1/report and /v1/cohorts."""
+    site = await create_site(client, currency="eur")
+    assert site["currency"] == "EUR"
+    person = f"p-{uuid.uuid4().hex[:6]}"
+    at = (now() - timedelta(minutes=30)).replace(microsecond=0)
+    orders = [
+        track("Order Completed", anonymousId=person, timestamp=iso(at + timedelta(minutes=n)),
+              properties={"order_id": f"o{n}", "revenue": amount, "currency": currency})
+        for n, (amount, currency) in enumerate([(0.1, "EUR"), (0.2, "eur"), (19.99, None), (500.0, "USD")])
+    ]  # fmt: skip
+    for o in orders:
+        if o["properties"]["currency"] is None:
+            del o["properties"]["currency"]
+    assert ok(await post_batch(client, site, orders))["accepted"] == 4
+    day = at.date()
+    params = {"from": str(day), "to": str(day + timedelta(days=1)), "granularity": "total", "tz": "UTC"}
+    headers = {"Authorization": f"Bearer {site['read_key']}"}
+    kpis = (await client.get("/v1/kpis", params=params, headers=headers)).json()["buckets"][0]["kpis"]
+    assert (kpis["orders"], kpis["revenue"], kpis["aov"]) == (4, 20.29, 5.07)  # 0.1 + 0.2 + 19.99, exactly
+    csv = (await client.get("/v1/kpis", params={**params, "format": "csv"}, headers=headers)).text
+    header, row = csv.strip().split("\n")
+    assert dict(zip(header.split(","), row.split(","), strict=True))["revenue"] == "20.29"
+    assert (await quality_total(client, site))["other_currency_orders"] == 1
+    month = {"from": str(day.replace(day=1)), "to": str(day + timedelta(days=1)), "tz": "UTC"}
+    cohorts = (await client.get("/v1/cohorts", params=month, headers=headers)).json()
+    assert next(c for c in cohorts["cohorts"] if c["customers"])["months"][0]["revenue"] == 20.29

@@ -418,6 +418,7 @@ async def test_quality_counts_by_receipt(client: httpx.AsyncClient) -> None:
         "bots": 2,
         "late": 2,
         "duplicate_orders": 0,
+        "other_currency_orders": 0,
     }
     days = await get(client, site, "/v1/quality", **period, granularity="day")
     assert len(days["buckets"]) == 3
