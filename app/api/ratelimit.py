@@ -7,6 +7,7 @@ it truncated (IPv4 /24, IPv6 /48)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -37,6 +38,7 @@ def truncated_address(host: str | None) -> str:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+@functools.lru_cache(maxsize=65536)  # the same few addresses send most requests: hash each once
 def address_identity(host: str | None) -> str:
     """What limits count per client: a hash of the IPv4 address or of the IPv6 /64."""
     try:
