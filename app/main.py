@@ -37,14 +37,14 @@ from app.dashboard import views as dashboard
 from app.errors import add_error_handlers
 from app.jsonresponse import JSONAnswer
 from app.pipeline.derive import Deriver
-from app.pipeline.ingest import FLUSHES_IN_FLIGHT, Writer
+from app.pipeline.ingest import Writer
 from app.pipeline.jobs import JobRunner
 from app.pipeline.partitions import rotate_partitions
 from app.pipeline.rulesets import RulesetCache
 from app.store.database import create_pool, start_embedded
 
 log = logging.getLogger("racetrack")
-WRITER_CONNECTIONS = FLUSHES_IN_FLIGHT + 1  # a connection per flush in flight, one for backlog checks
+WRITER_CONNECTIONS = 2  # one flush at a time, and one spare while a connection is replaced
 BACKGROUND_CONNECTIONS = 4  # reclassification jobs and the rollup refresher: no statement timeout
 
 DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funnel (Reach, Act, Convert, Engage).

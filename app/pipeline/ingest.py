@@ -31,7 +31,6 @@ from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.writer")
 BACKLOG_CHECK_SECONDS = 1.0
-FLUSHES_IN_FLIGHT = 2  # flushes of one writer at once, each on its own connection
 
 
 def _fail(submissions: Sequence[_Submission], error: Exception) -> None:
@@ -73,7 +72,7 @@ class Writer:
         self._settings = settings
         self._on_commit = on_commit  # e.g. wake this process's deriver
         self._backlogs: dict[int, tuple[float, int]] = {}  # site -> (checked at, waiting events)
-        self._shard = random.randrange(32_000)  # this writer's ingest_counter rows: one per flush slot
+        self._shard = random.randrange(32_767)  # this writer's ingest_counter rows
         self._queue: list[_Submission] = []
         self._pending_events = 0
         self._wakeup = asyncio.Event()
@@ -127,56 +126,37 @@ class Writer:
             await self._task
 
     async def _run(self) -> None:
-        """Flush whatever waits, with up to FLUSHES_IN_FLIGHT flushes at once (one per connection):
-        while one commits, the next gathers and writes, so a request waits for its own flush, not
-        for the one before it as well."""
         wait = self._settings.flush_max_wait_ms / 1000
-        slots: asyncio.Queue[int] = asyncio.Queue()
-        for slot in range(FLUSHES_IN_FLIGHT):
-            slots.put_nowait(slot)
-        in_flight: set[asyncio.Task[None]] = set()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            slot = await slots.get()  # a free connection: meanwhile requests gather into one flush
             if not self._closing and self._pending_events < self._settings.flush_max_events:
                 await asyncio.sleep(wait)  # gather concurrent requests into this flush
             batch, self._queue = self._queue, []
             self._pending_events -= sum(len(s.events) for s in batch)
             metrics.QUEUE_DEPTH.set(self._pending_events)
             if batch:
-                task = asyncio.create_task(self._flush_in(slot, batch, slots))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            else:
-                slots.put_nowait(slot)
+                try:
+                    await self._flush(batch)
+                except Exception:  # never let the writer task die: fail what is unanswered, go on
+                    log.exception("writer flush failed")
+                    _fail(batch, RacetrackError("events not stored; retry later", "internal_error"))
             if self._closing and not self._queue:
-                await asyncio.gather(*in_flight, return_exceptions=True)
-                if not self._queue:
-                    return
+                return
             if self._queue:
                 self._wakeup.set()
 
-    async def _flush_in(self, slot: int, batch: list[_Submission], slots: asyncio.Queue[int]) -> None:
-        try:
-            await self._flush(batch, slot)
-        except Exception:  # never let the writer die: fail what is unanswered, go on
-            log.exception("writer flush failed")
-            _fail(batch, RacetrackError("events not stored; retry later", "internal_error"))
-        finally:
-            slots.put_nowait(slot)
-
-    async def _flush(self, batch: list[_Submission], slot: int = 0) -> None:
+    async def _flush(self, batch: list[_Submission]) -> None:
         by_site: dict[int, list[_Submission]] = {}
         for submission in batch:
             by_site.setdefault(submission.site_id, []).append(submission)
         for site_id, submissions in by_site.items():
-            await self._flush_site(site_id, submissions, slot)
+            await self._flush_site(site_id, submissions)
 
-    async def _flush_site(self, site_id: int, submissions: list[_Submission], slot: int = 0) -> None:
+    async def _flush_site(self, site_id: int, submissions: list[_Submission]) -> None:
         try:
             with metrics.FLUSH_SECONDS.time():
-                stored = await self._write_site(site_id, submissions, slot)
+                stored = await self._write_site(site_id, submissions)
         except SiteGone:
             _fail(submissions, Unauthorized("unknown write key", "invalid_write_key"))
             return
@@ -188,7 +168,7 @@ class Writer:
         except Exception:
             if len(submissions) > 1:  # one request's data must not cost the others: write them apart
                 for submission in submissions:
-                    await self._flush_site(site_id, [submission], slot)
+                    await self._flush_site(site_id, [submission])
                 return
             log.exception("storing a request's events failed (site %s)", site_id)
             _fail(submissions, RacetrackError("events not stored; this request failed", "internal_error"))
@@ -204,7 +184,7 @@ class Writer:
             if not s.done.done():
                 s.done.set_result(Written(accepted, len(s.events) - accepted))
 
-    async def _write_site(self, site_id: int, submissions: list[_Submission], slot: int) -> dict[str, _Submission]:
+    async def _write_site(self, site_id: int, submissions: list[_Submission]) -> dict[str, _Submission]:
         owner: dict[str, _Submission] = {}
         unique: list[IncomingEvent] = []
         for s in submissions:
@@ -220,7 +200,7 @@ class Writer:
             await store.insert_failed(conn, site_id, failures)
             copies = sum(len(s.events) for s in submissions)
             await store.count_ingest(
-                conn, site_id, self._shard + slot, datetime.now(UTC), len(fresh), copies - len(fresh), len(failures)
+                conn, site_id, self._shard, datetime.now(UTC), len(fresh), copies - len(fresh), len(failures)
             )
         if fresh:
             self._on_commit()
