@@ -267,12 +267,14 @@ def _kpi_card(
     if plan is not None and view.segment is None:  # targets are for the whole site
         month_value = plan_bucket["kpis"].get(kpi)
         judged = plan.get("pacing", month_value)  # the running month: where the trend leads
+        state = plan.get("status")  # the API's: too early, not started and no data are not judged
         card["plan"] = {
             "actual": month_value,
             "target": plan["target"],
             "attainment": plan["attainment"],
             "pacing": plan.get("pacing"),
-            "status": view_logic.plan_status(kpi, judged, plan["target"]),
+            "state": state,
+            "status": view_logic.plan_status(kpi, judged, plan["target"]) if state in JUDGED else None,
         }
     return card
 
@@ -303,6 +305,7 @@ def _freshness(found: dashboard_queries.Freshness, now: datetime) -> dict[str, A
     }
 
 
+JUDGED = frozenset({"met", "missed", "on_track", "off_track"})  # plan states a colour is given for
 CSV_PANELS = ("kpis", "plan", "chart", "funnel", "by_group", "by_peso", "goals", "cohorts", "quality", "report")
 
 
