@@ -72,13 +72,7 @@ class Arrival:
 
 
 def arrival_of(row: Any) -> Arrival:
-    event = Event(
-        message_id=row["message_id"], type=row["type"], event_at=row["event_at"], event_name=row["event_name"],
-        name=row["name"], properties=row["properties"], path=row["path"], url=row["url"],
-        referrer=row["referrer"], campaign=row["campaign"], channel=row["channel"], device=row["device"],
-        session_hint=row["session_hint"], is_bot=row["is_bot"], event_id=row["inbox_id"],
-    )  # fmt: skip
-    return Arrival(row["anonymous_id"], row["user_id"], event)
+    return Arrival(row["anonymous_id"], row["user_id"], person_store.event_of_row(row, event_id=row["inbox_id"]))
 
 
 def is_order(event: Event, ruleset: CompiledRuleset) -> bool:
@@ -205,9 +199,7 @@ async def _derive_again(
         anonymous = row["anonymous_id"]
         person_id = moved.get(anonymous, row["person_id"]) if row["user_id"] is None and anonymous else row["person_id"]
         events.setdefault(person_id, []).append(person_store.event_of_row(row))
-    missing = [p for p in events if p not in numbers]
-    if missing:  # a moved anonymous history's new person: always in slow, so numbered; kept for safety
-        numbers.update(await person_store.person_numbers(conn, work.site_id, missing))
+    # every person on the new side is numbered already: a moved history's new person is in `slow`
     new_side = []
     new_keys: set[str] = set()
     for person_id, person_events in events.items():

@@ -133,13 +133,15 @@ async def _upsert(
     )  # fmt: skip
 
 
-def event_of_row(row: asyncpg.Record) -> Event:
+def event_of_row(row: asyncpg.Record, event_id: int | None = None, ruleset_version: int | None = None) -> Event:
+    """A stored event (or an inbox row: its inbox_id as event_id, not classified yet) as the domain sees it."""
     return Event(
         message_id=row["message_id"], type=row["type"], event_at=row["event_at"], event_name=row["event_name"],
         name=row["name"], properties=row["properties"], path=row["path"], url=row["url"],
         referrer=row["referrer"], campaign=row["campaign"], channel=row["channel"], device=row["device"],
-        session_hint=row["session_hint"], is_bot=row["is_bot"], event_id=row["event_id"],
-        ruleset_version=row["ruleset_version"],
+        session_hint=row["session_hint"], is_bot=row["is_bot"],
+        event_id=row["event_id"] if event_id is None else event_id,
+        ruleset_version=row["ruleset_version"] if event_id is None else ruleset_version,
     )  # fmt: skip
 
 
