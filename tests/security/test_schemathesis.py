@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.store.database import asyncpg_dsn, migrate
+from app.store.database import asyncpg_dsn, migrate, with_database
 from tests.conftest import ROOT_TOKEN
 from tests.integration.test_faults import _free_port, _serve
 
@@ -36,10 +36,10 @@ def _schemathesis(port: int, cwd: Path, header: str, *selection: str) -> subproc
 async def test_no_generated_request_gets_a_server_error(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server_url, name = database_url.rsplit("/", 1)[0], f"racetrack_fuzz_{uuid.uuid4().hex[:8]}"
+    name = f"racetrack_fuzz_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     await admin.execute(f"CREATE DATABASE {name}")
-    own = f"{server_url}/{name}"
+    own = with_database(database_url, name)  # keeps an embedded server's ?host= socket folder
     port = _free_port()
     try:
         await asyncio.to_thread(migrate, own)  # alembic runs its own event loop
