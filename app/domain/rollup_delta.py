@@ -15,6 +15,7 @@ persons removed (disjoint), which the store appends after the key's earlier part
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,19 @@ def _sets_of(f: Fact) -> Iterable[int]:
         yield 6
 
 
+def _bases(
+    persons: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
+) -> dict[int, set[tuple[datetime, Groups, int]]]:
+    """Per person number, the (quarter, groups, set) their facts put them in (a session's facts
+    mostly share these: memberships are expanded from them, once)."""
+    found: dict[int, set[tuple[datetime, Groups, int]]] = {}
+    for n, facts, _ in persons:
+        found.setdefault(n, set()).update(
+            (quarter_of(fact.event_at), groups, s) for fact, groups in facts for s in _sets_of(fact)
+        )
+    return found
+
+
 class RollupDelta:
     """Accumulates one derivation's changes; `parts()` gives the rows to append."""
 
@@ -184,28 +198,39 @@ class RollupDelta:
                 for session in sessions:
                     self.add_session(session)
             return
-        for sign, persons in ((-1, old), (1, new)):
-            for _, facts, sessions in persons:
-                for fact, groups in facts:
+        # counters: only what differs (most of a re-derived person's facts and sessions are unchanged)
+        old_facts = Counter(fg for _, facts, _ in old for fg in facts)
+        new_facts = Counter(fg for _, facts, _ in new for fg in facts)
+        old_sessions = Counter(s for _, _, sessions in old for s in sessions)
+        new_sessions = Counter(s for _, _, sessions in new for s in sessions)
+        for sign, fact_changes, session_changes in (
+            (-1, old_facts - new_facts, old_sessions - new_sessions),
+            (1, new_facts - old_facts, new_sessions - old_sessions),
+        ):
+            for (fact, groups), times in fact_changes.items():
+                for _ in range(times):
                     self._count(fact, groups, sign)
-                for session in sessions:
+            for session, count in session_changes.items():
+                for _ in range(count):
                     self.add_session(session, sign)
-        before = {(key, n) for n, facts, _ in old for key in self._memberships(facts)}
-        after = {(key, n) for n, facts, _ in new for key in self._memberships(facts)}
-        for key, n in before - after:
-            self._removed.setdefault(key, set()).add(n)
-        for key, n in after - before:
-            self._unit_added.setdefault(key, set()).add(n)
+        before, after = _bases(old), _bases(new)
+        for n in before.keys() | after.keys():
+            was, now = before.get(n, set()), after.get(n, set())
+            if was == now:  # the same slots, groups and sets: the same memberships
+                continue
+            was_keys, now_keys = self._memberships(was), self._memberships(now)
+            for key in was_keys - now_keys:
+                self._removed.setdefault(key, set()).add(n)
+            for key in now_keys - was_keys:
+                self._unit_added.setdefault(key, set()).add(n)
 
-    def _memberships(self, facts: Sequence[tuple[Fact, Groups]]) -> set[tuple[Unit, str, str, int]]:
-        found: set[tuple[Unit, str, str, int]] = set()
-        for fact, groups in facts:
-            units = self.units_of(quarter_of(fact.event_at))
-            for s in _sets_of(fact):
-                for unit in units:
-                    for dim, grp in zip(DIMENSIONS, groups, strict=True):
-                        found.add((unit, dim, grp, s))
-        return found
+    def _memberships(self, bases: set[tuple[datetime, Groups, int]]) -> set[tuple[Unit, str, str, int]]:
+        """The (unit, dimension, group, set) memberships of (quarter, groups, set) bases."""
+        keys: set[tuple[Unit, str, str, int]] = set()
+        for quarter, groups, s in bases:
+            for unit in self.units_of(quarter):
+                keys.update((unit, dim, grp, s) for dim, grp in zip(DIMENSIONS, groups, strict=True))
+        return keys
 
     # --- the rows -------------------------------------------------------------------------------
 

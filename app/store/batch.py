@@ -14,3 +14,23 @@ def json_rows(param: int, names: Sequence[str], types: Sequence[str]) -> str:
     """`SELECT ... AS names` over the rows (tuples in that column order) passed as $param::jsonb."""
     columns = ", ".join(f"(r.v->>{i})::{t} AS {n}" for i, (n, t) in enumerate(zip(names, types, strict=True)))
     return f"SELECT {columns} FROM jsonb_array_elements(${param}::jsonb) AS r(v)"
+
+
+# Lookups of many keys of one site. `site_id = $1 AND key = ANY($2)` is planned from the site's row
+# count, which PostgreSQL only knows from statistics: with none (autovacuum behind, or off, or a
+# table just grown) it guesses a few rows and scans every row of the site, filtering the keys (a
+# person lookup of 300 ids read a site's 240,000 events). A LATERAL subquery with OFFSET 0 cannot be
+# turned into a join, so each key is one index probe whatever the statistics say.
+
+
+def each_key(param: int, key_type: str, table: str, key: str, columns: str, where: str = "") -> str:
+    """`SELECT columns FROM table` of site $1 for each distinct key of the array $param."""
+    return (
+        f"SELECT t.* FROM (SELECT DISTINCT unnest(${param}::{key_type}[])) AS k(key) CROSS JOIN LATERAL "
+        f"(SELECT {columns} FROM {table} WHERE site_id = $1 AND {key} = k.key {where} OFFSET 0) AS t"
+    )
+
+
+def rows_of_keys(param: int, key_type: str, table: str, key: str, where: str = "") -> str:
+    """A condition on `table` selecting those rows by their ctid (for UPDATE and DELETE)."""
+    return f"ctid = ANY(ARRAY({each_key(param, key_type, table, key, 'ctid', where)}))"

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from app.domain.normalize import Rejection
+from app.store.batch import each_key, rows_of_keys
 
 
 async def claim_message_ids(conn: asyncpg.Connection, site_id: int, message_ids: Sequence[str]) -> set[str]:
@@ -27,7 +28,7 @@ async def order_winners(
     """The counted copy of each of these order ids: (event time, messageId, event id); None values
     for ids counted before copies were ranked (the first stored copy stays)."""
     rows = await conn.fetch(
-        "SELECT order_id, event_at, message_id, event_id FROM order_key WHERE site_id = $1 AND order_id = ANY($2)",
+        each_key(2, "text", "order_key", "order_id", "order_id, event_at, message_id, event_id"),
         site_id, list(order_ids),
     )  # fmt: skip
     return {r["order_id"]: (r["event_at"], r["message_id"], r["event_id"]) for r in rows}
@@ -51,7 +52,7 @@ async def demote_orders(conn: asyncpg.Connection, site_id: int, losers: dict[int
     """Stored copies (event id -> order id) that an earlier copy displaced leave `event`."""
     if losers:
         await conn.execute(
-            """WITH gone AS (DELETE FROM event WHERE site_id = $1 AND event_id = ANY($2::int8[]) RETURNING *)
+            f"""WITH gone AS (DELETE FROM event WHERE {rows_of_keys(2, "int8", "event", "event_id")} RETURNING *)
                INSERT INTO duplicate_order (site_id, event_id, order_id, message_id, event_at, received_at,
                                             anonymous_id, user_id, properties)
                SELECT g.site_id, g.event_id, l.order_id, g.message_id, g.event_at, g.received_at, g.anonymous_id,
@@ -63,7 +64,7 @@ async def demote_orders(conn: asyncpg.Connection, site_id: int, losers: dict[int
 
 async def persons_of_events(conn: asyncpg.Connection, site_id: int, event_ids: Sequence[int]) -> dict[int, str]:
     rows = await conn.fetch(
-        "SELECT event_id, person_id FROM event WHERE site_id = $1 AND event_id = ANY($2::int8[])",
+        each_key(2, "int8", "event", "event_id", "event_id, person_id"),
         site_id, list(event_ids),
     )  # fmt: skip
     return {r["event_id"]: r["person_id"] for r in rows}
@@ -72,10 +73,15 @@ async def persons_of_events(conn: asyncpg.Connection, site_id: int, event_ids: S
 async def relink_anonymous(conn: asyncpg.Connection, site_id: int, moved: dict[str, str]) -> None:
     """The stored anonymous-only events of these anonymousIds now belong to these persons."""
     await conn.execute(
-        """UPDATE event SET person_id = m.person_id
-           FROM unnest($2::text[], $3::text[]) AS m(anonymous_id, person_id)
-           WHERE event.site_id = $1 AND event.anonymous_id = m.anonymous_id AND event.user_id IS NULL
-             AND event.person_id <> m.person_id""",
+        # a lookup per anonymousId, then each row by its ctid: no plan that scans the site's events
+        """WITH t AS (
+             SELECT e.tid, m.person_id FROM unnest($2::text[], $3::text[]) AS m(anonymous_id, person_id)
+             CROSS JOIN LATERAL (
+               SELECT ctid AS tid FROM event
+               WHERE site_id = $1 AND anonymous_id = m.anonymous_id AND user_id IS NULL AND person_id <> m.person_id
+               OFFSET 0) e)
+           UPDATE event SET person_id = t.person_id FROM t
+           WHERE event.ctid = t.tid AND event.ctid = ANY(ARRAY(SELECT tid FROM t))""",
         site_id, list(moved), list(moved.values()),
     )  # fmt: skip
 
@@ -85,9 +91,9 @@ async def resolve_links(conn: asyncpg.Connection, site_id: int, anonymous_ids: S
     if not anonymous_ids:
         return {}
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (anonymous_id) anonymous_id, user_id FROM identity_link
-           WHERE site_id = $1 AND anonymous_id = ANY($2::text[])
-           ORDER BY anonymous_id, linked_at, user_id""",
+        """SELECT k.key AS anonymous_id, t.user_id FROM (SELECT DISTINCT unnest($2::text[])) AS k(key)
+           CROSS JOIN LATERAL (SELECT user_id FROM identity_link WHERE site_id = $1 AND anonymous_id = k.key
+                               ORDER BY linked_at, user_id LIMIT 1) AS t""",
         site_id,
         list(anonymous_ids),
     )

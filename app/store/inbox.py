@@ -65,11 +65,24 @@ async def pending_sites(conn: asyncpg.Connection) -> list[int]:
 
 
 async def take(conn: asyncpg.Connection, site_id: int, limit: int) -> list[Any]:
-    """The site's oldest rows (as derivation reads them)."""
-    rows: list[Any] = await conn.fetch(
-        f"SELECT {', '.join(DERIVE_COLUMNS)} FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT $2",
-        site_id, limit,
-    )  # fmt: skip
+    """The site's oldest rows (as derivation reads them).
+
+    Read by id ranges from the site's first id: every scan is bounded by the range in the primary
+    key, whatever the planner believes of the site's size (fresh statistics are never assumed; an
+    unbounded `ORDER BY inbox_id LIMIT` was planned as a sort of the site's whole backlog)."""
+    first = await conn.fetchval("SELECT min(inbox_id) FROM inbox WHERE site_id = $1", site_id)
+    if first is None:
+        return []
+    last = await conn.fetchval("SELECT max(inbox_id) FROM inbox WHERE site_id = $1", site_id)
+    rows: list[Any] = []
+    start, span = first, limit
+    while start <= last and len(rows) < limit:
+        rows += await conn.fetch(
+            f"""SELECT {", ".join(DERIVE_COLUMNS)} FROM inbox
+                WHERE site_id = $1 AND inbox_id >= $2 AND inbox_id < $3 ORDER BY inbox_id LIMIT $4""",
+            site_id, start, start + span, limit - len(rows),
+        )  # fmt: skip
+        start, span = start + span, span * 2  # other sites' rows between: widen the next range
     return rows
 
 
@@ -77,14 +90,17 @@ async def move_to_events(
     conn: asyncpg.Connection, site_id: int, taken: Sequence[int], facts: Sequence[tuple[Any, ...]]
 ) -> None:
     """Delete the taken rows; the ones with facts (inbox_id, *FACT_COLUMNS) become events."""
+    if not taken:
+        return
     moved = ", ".join(f"m.{c}" for c in COLUMNS)
     facts_sql = json_rows(3, ("inbox_id", *FACT_COLUMNS), ("int8", *FACT_TYPES))
     await conn.execute(
-        f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id = ANY($2::int8[]) RETURNING *)
+        f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id BETWEEN $4 AND $5
+                        AND inbox_id = ANY($2::int8[]) RETURNING *)
             INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(FACT_COLUMNS)})
             SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in FACT_COLUMNS)}
             FROM m JOIN ({facts_sql}) AS f ON f.inbox_id = m.inbox_id""",
-        site_id, list(taken), list(facts),
+        site_id, list(taken), list(facts), min(taken), max(taken),
     )  # fmt: skip
 
 
@@ -97,8 +113,8 @@ async def move_to_duplicates(conn: asyncpg.Connection, site_id: int, losers: dic
                SELECT i.site_id, i.inbox_id, l.order_id, i.message_id, i.event_at, i.received_at, i.anonymous_id,
                       i.user_id, i.properties
                FROM inbox i JOIN unnest($2::int8[], $3::text[]) AS l(inbox_id, order_id) ON l.inbox_id = i.inbox_id
-               WHERE i.site_id = $1 AND i.inbox_id = ANY($2::int8[])""",
-            site_id, list(losers), list(losers.values()),
+               WHERE i.site_id = $1 AND i.inbox_id BETWEEN $4 AND $5 AND i.inbox_id = ANY($2::int8[])""",
+            site_id, list(losers), list(losers.values()), min(losers), max(losers),
         )  # fmt: skip
 
 

@@ -10,15 +10,12 @@ import asyncpg
 
 from app.domain.model import Event
 from app.domain.person import EventFacts, PersonState, SessionFacts
-from app.store.batch import json_rows
+from app.store.batch import each_key, json_rows, rows_of_keys
 
-_LOAD = """
-SELECT event_id, person_id, anonymous_id, user_id, message_id, type, event_name, name, properties, path, url, referrer,
-       campaign, channel, device, session_hint, is_bot, event_at, ruleset_version,
-       stage, goal, value, is_lead, is_order, is_first_event, is_first_order, is_repeat_order,
-       session_key, nps_score
-FROM event WHERE site_id = $1 AND person_id = ANY($2::text[])
-"""
+_LOAD = each_key(2, "text", "event", "person_id", """
+    event_id, person_id, anonymous_id, user_id, message_id, type, event_name, name, properties, path, url, referrer,
+    campaign, channel, device, session_hint, is_bot, event_at, ruleset_version,
+    stage, goal, value, is_lead, is_order, is_first_event, is_first_order, is_repeat_order, session_key, nps_score""")
 FACT_COLUMNS = (
     "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
     "is_repeat_order", "session_key", "nps_score", "ruleset_version",
@@ -52,8 +49,9 @@ async def write_person_changes(
         await _update_facts(conn, site_id, changed)
     if gone_sessions:
         await conn.execute(
-            "DELETE FROM session WHERE site_id = $1 AND session_key = ANY($2)", site_id, list(gone_sessions)
-        )
+            f"DELETE FROM session WHERE {rows_of_keys(2, 'text', 'session', 'session_key')}",
+            site_id, list(gone_sessions),
+        )  # fmt: skip
     rows = [(person_id, *_session_values(s)) for person_id, s in sessions]
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("person_id", *SESSION_COLUMNS) if c != "session_key")
     await _upsert(conn, "session", site_id, ("person_id", *SESSION_COLUMNS), ("text", *SESSION_TYPES), rows,
@@ -65,7 +63,7 @@ async def sessions_of_persons(
     conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]
 ) -> list[tuple[str, SessionFacts]]:
     rows = await conn.fetch(
-        f"SELECT person_id, {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND person_id = ANY($2)",
+        each_key(2, "text", "session", "person_id", f"person_id, {', '.join(SESSION_COLUMNS)}"),
         site_id, list(person_ids),
     )  # fmt: skip
     return [(r["person_id"], SessionFacts(*(r[c] for c in SESSION_COLUMNS))) for r in rows]
@@ -75,7 +73,7 @@ async def sessions_by_key(conn: asyncpg.Connection, site_id: int, keys: Sequence
     if not keys:
         return {}
     rows = await conn.fetch(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM session WHERE site_id = $1 AND session_key = ANY($2)",
+        each_key(2, "text", "session", "session_key", ", ".join(SESSION_COLUMNS)),
         site_id, list(keys),
     )  # fmt: skip
     return {r["session_key"]: SessionFacts(*(r[c] for c in SESSION_COLUMNS)) for r in rows}
@@ -85,7 +83,7 @@ async def person_numbers(conn: asyncpg.Connection, site_id: int, person_ids: Seq
     """Each person's dense per-site number (for the rollups' person sets); the ones without one get
     the next numbers. Under the site's derivation lock: one numberer per site."""
     rows = await conn.fetch(
-        "SELECT person_id, number FROM person_number WHERE site_id = $1 AND person_id = ANY($2)",
+        each_key(2, "text", "person_number", "person_id", "person_id, number"),
         site_id, list(person_ids),
     )  # fmt: skip
     numbers = {r["person_id"]: r["number"] for r in rows}
@@ -103,7 +101,7 @@ async def person_numbers(conn: asyncpg.Connection, site_id: int, person_ids: Seq
 
 async def load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> dict[str, PersonState]:
     rows = await conn.fetch(
-        f"SELECT person_id, {', '.join(STATE_COLUMNS)} FROM person_state WHERE site_id = $1 AND person_id = ANY($2)",
+        each_key(2, "text", "person_state", "person_id", f"person_id, {', '.join(STATE_COLUMNS)}"),
         site_id, list(person_ids),
     )  # fmt: skip
     return {r["person_id"]: PersonState(*(r[c] for c in STATE_COLUMNS)) for r in rows}
@@ -112,7 +110,9 @@ async def load_states(conn: asyncpg.Connection, site_id: int, person_ids: Sequen
 async def _save_states(conn: asyncpg.Connection, site_id: int, states: dict[str, PersonState | None]) -> None:
     gone = [p for p, s in states.items() if s is None]
     if gone:
-        await conn.execute("DELETE FROM person_state WHERE site_id = $1 AND person_id = ANY($2)", site_id, gone)
+        await conn.execute(
+            f"DELETE FROM person_state WHERE {rows_of_keys(2, 'text', 'person_state', 'person_id')}", site_id, gone
+        )
     rows = [(p, *_state_values(s)) for p, s in states.items() if s is not None]
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in STATE_COLUMNS)
     await _upsert(conn, "person_state", site_id, ("person_id", *STATE_COLUMNS), ("text", *STATE_TYPES), rows,
@@ -164,8 +164,12 @@ async def _update_facts(conn: asyncpg.Connection, site_id: int, facts: Sequence[
     sets = ", ".join(f"{c} = u.{c}" for c in FACT_COLUMNS)
     rows = json_rows(2, ("event_id", *FACT_COLUMNS), ("int8", *FACT_TYPES))
     await conn.execute(
-        f"""UPDATE event SET {sets} FROM ({rows}) AS u
-            WHERE event.site_id = $1 AND event.event_id = u.event_id""",
+        # the rows by ctid (a join on event_id was planned as a scan of the site's events)
+        f"""WITH u AS ({rows}), t AS (
+              SELECT e.tid, u.* FROM u CROSS JOIN LATERAL (
+                SELECT ctid AS tid FROM event WHERE site_id = $1 AND event_id = u.event_id OFFSET 0) e)
+            UPDATE event SET {sets.replace("u.", "t.")} FROM t
+            WHERE event.ctid = t.tid AND event.ctid = ANY(ARRAY(SELECT tid FROM t))""",
         site_id, [(f.event_id, *fact_values(f)) for f in facts],
     )  # fmt: skip
 
@@ -183,8 +187,8 @@ async def set_ruleset_version(
 ) -> None:
     """Put these persons' events of [start, end) under a ruleset version (reclassification)."""
     await conn.execute(
-        """UPDATE event SET ruleset_version = $5
-           WHERE site_id = $1 AND person_id = ANY($2::text[]) AND event_at >= $3 AND event_at < $4""",
+        f"""UPDATE event SET ruleset_version = $5
+            WHERE {rows_of_keys(2, "text", "event", "person_id", "AND event_at >= $3 AND event_at < $4")}""",
         site_id, list(person_ids), start, end, version,
     )  # fmt: skip
 

@@ -174,6 +174,12 @@ async def append_parts(
         await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
 
 
+# keys as parameters $2-$5, each looked up on its own in the primary key (a join of the keys with
+# the site's rows was planned as a hash of every rollup row of the site, growing with its history)
+_KEYS = "unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)"
+_KEY_MATCH = "r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp"
+
+
 def _key_arrays(keys: Sequence[tuple[str, Unit, str]]) -> list[list[Any]]:
     return [[k[0] for k in keys], [k[1][0] for k in keys], [k[1][1] for k in keys], [k[2] for k in keys]]
 
@@ -185,11 +191,9 @@ async def crowded_keys(
     if not keys:
         return []
     rows = await conn.fetch(
-        """SELECT r.dim, r.level, r.slot, r.grp FROM rollup r
-           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
-             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
-           WHERE r.site_id = $1 AND r.part > 0
-           GROUP BY 1, 2, 3, 4 HAVING count(*) >= $6""",
+        f"""SELECT k.dim, k.level, k.slot, k.grp FROM {_KEYS}
+            CROSS JOIN LATERAL (SELECT count(*) AS parts FROM rollup r WHERE {_KEY_MATCH} AND r.part > 0) c
+            WHERE c.parts >= $6""",
         site_id, *_key_arrays(keys), at_least,
     )  # fmt: skip
     return [(r["dim"], (r["level"], r["slot"]), r["grp"]) for r in rows]
@@ -209,10 +213,8 @@ async def load_keys(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple
     if not keys:
         return []
     rows: list[Any] = await conn.fetch(
-        """SELECT r.* FROM rollup r
-           JOIN unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
-             ON r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp
-           WHERE r.site_id = $1 ORDER BY r.part""",
+        f"""SELECT r.* FROM {_KEYS}
+            CROSS JOIN LATERAL (SELECT * FROM rollup r WHERE {_KEY_MATCH} OFFSET 0) r ORDER BY r.part""",
         site_id, *_key_arrays(keys),
     )  # fmt: skip
     return rows
@@ -223,9 +225,9 @@ async def replace_keys(conn: asyncpg.Connection, site_id: int, rows: Sequence[Ke
     if not rows:
         return
     await conn.execute(
-        """DELETE FROM rollup r
-           USING unnest($2::text[], $3::char(1)[], $4::timestamptz[], $5::text[]) AS k(dim, level, slot, grp)
-           WHERE r.site_id = $1 AND r.dim = k.dim AND r.level = k.level AND r.slot = k.slot AND r.grp = k.grp""",
+        f"""WITH t AS (SELECT r.tid FROM {_KEYS}
+                         CROSS JOIN LATERAL (SELECT ctid AS tid FROM rollup r WHERE {_KEY_MATCH} OFFSET 0) r)
+            DELETE FROM rollup USING t WHERE rollup.ctid = t.tid""",
         site_id, *_key_arrays([(dim, unit, grp) for dim, unit, grp, _ in rows]),
     )  # fmt: skip
     await _copy_rows(conn, site_id, rows, 0)
