@@ -212,7 +212,8 @@ async def _derive(url: str, settings: Settings, once: bool) -> dict[str, Any]:
     try:
         if once:
             return {"derived": await drain(pool, batch=settings.derive_batch)}
-        deriver = Deriver(pool, RulesetCache(), settings.derive_batch, settings.derive_idle_seconds)
+        deriver = Deriver(pool, RulesetCache(), settings.derive_batch,
+                          settings.derive_idle_seconds, settings.derive_gather_seconds)  # fmt: skip
         deriver.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

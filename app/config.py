@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     derive_processes: int = 1  # `racetrack serve` runs this many niced deriver processes (0: in the workers)
     derive_batch: int = 5000  # inbox rows per derivation transaction
     derive_idle_seconds: float = 0.05  # how often an idle deriver looks at the inbox (commits here wake it)
+    # after a batch short of derive_batch, wait this long for more rows (fewer, larger batches under
+    # a steady stream: each batch costs ~25 statements whatever its size); commits here wake it
+    derive_gather_seconds: float = 0.25
     read_wait_seconds: float = 2.0  # a read waits this long for events acknowledged before it
     max_backlog: int = 1_000_000  # underived events of a site past which ingestion answers 503
     # Security (README "Security"): bounded work, rate limits, keys, edge limits

@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_pool = await create_pool(url, 1, WRITER_CONNECTIONS)
         rulesets = RulesetCache()
         jobs = JobRunner(background, rulesets)
-        deriver = Deriver(background, rulesets, settings.derive_batch, settings.derive_idle_seconds)
+        deriver = Deriver(background, rulesets, settings.derive_batch,
+                          settings.derive_idle_seconds, settings.derive_gather_seconds)  # fmt: skip
         async with background.acquire() as conn:
             await rotate_partitions(conn)
         if settings.deriver:

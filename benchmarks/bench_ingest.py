@@ -6,13 +6,16 @@
    batches of 100;
 3. raw asyncpg COPY into Racetrack's event table (the ceiling for batches);
 4. derive + roll-up: a backlog of realistic journeys (the demo's: sessions, identifies, orders,
-   repeat buyers) appended to the inbox, drained by one `racetrack derive --once` process;
+   repeat buyers) appended to the inbox in the order traffic arrives (by event time, so identifies
+   merge stored anonymous histories; `--derive-order person` re-sends the day person by person),
+   drained by one `racetrack derive --once` process;
 5. steady open-loop loads (benchmarks/steady.py) at 4,000 events/s in batches of 100 and at half
    the single-event peak: request latency and the pipeline lag (age of the oldest underived event,
    sampled every 100 ms);
 and prints every figure with its target and whether it is met, plus the workers' peak RSS.
 
     .venv/bin/python benchmarks/bench_ingest.py [--duration 15] [--steady 30] [--derive-events 200000]
+        [--derive-order time|person]
         [--server postgresql://postgres@127.0.0.1:5432/postgres]
 
 Needs wrk (Debian package `wrk`) and a PostgreSQL server it may create databases on.
@@ -146,7 +149,7 @@ async def copy_rows_per_second(url: str, rows: int = 200_000, chunk: int = 1000)
     return rows / elapsed
 
 
-async def derive_rate(url: str, events: int) -> dict[str, float]:
+async def derive_rate(url: str, events: int, order: str = "time") -> dict[str, float]:
     """Events/s of one `racetrack derive --once` process draining a backlog of demo journeys."""
     from datetime import timedelta
 
@@ -162,16 +165,17 @@ async def derive_rate(url: str, events: int) -> dict[str, float]:
         site, _ = await sites.create_site(conn, "derive-bench", "Europe/Berlin", ["shop.example.com"])
     receipt = Receipt(received_at=now, site_domains=site.domains)
     appended = 0
-    chunk: list[IncomingEvent] = []
-    # a day of journeys (sessions, identifies, orders, repeat buyers): a backlog of recent traffic
+    backlog: list[IncomingEvent] = []
+    # a day of journeys (sessions, identifies, orders, repeat buyers), in the order traffic arrives:
+    # by event time (persons interleaved, identifies merging stored anonymous histories); `person`
+    # order re-sends the day person by person
     for journey in generate_journeys(max(1, int(events // EVENTS_PER_PERSON)), 1, now - timedelta(days=1), 11):
-        chunk += [e for e in (normalize(m, receipt) for m in journey) if isinstance(e, IncomingEvent)]
-        if len(chunk) >= 5000:
-            async with pool.acquire() as conn, conn.transaction():
-                appended += len(await ingest.append(conn, site.site_id, chunk))
-            chunk = []
-    async with pool.acquire() as conn, conn.transaction():
-        appended += len(await ingest.append(conn, site.site_id, chunk))
+        backlog += [e for e in (normalize(m, receipt) for m in journey) if isinstance(e, IncomingEvent)]
+    if order == "time":
+        backlog.sort(key=lambda e: e.event_at)
+    for offset in range(0, len(backlog), 5000):
+        async with pool.acquire() as conn, conn.transaction():
+            appended += len(await ingest.append(conn, site.site_id, backlog[offset : offset + 5000]))
     await pool.close()
     started = time.perf_counter()
     subprocess.run([str(BIN / "racetrack"), "derive", "--once"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
@@ -191,6 +195,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=15)
     parser.add_argument("--steady", type=float, default=30, help="seconds of each steady load")
     parser.add_argument("--derive-events", type=int, default=200_000)
+    parser.add_argument(
+        "--derive-order", choices=("time", "person"), default="time",
+        help="the derive backlog as traffic arrives (by event time) or re-sent person by person",
+    )  # fmt: skip
     parser.add_argument(
         "--server", default=os.environ.get("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -234,10 +242,10 @@ def main() -> None:
         stop(server)
         peak_rss = watch.stop()
     results["copy"] = asyncio.run(copy_rows_per_second(racetrack_url))
-    results["derive"] = asyncio.run(derive_rate(racetrack_url, args.derive_events))
+    results["derive"] = asyncio.run(derive_rate(racetrack_url, args.derive_events, args.derive_order))
     for name in (f"bench_naive_{run}", f"bench_racetrack_{run}"):
         asyncio.run(drop_database(args.server, name))
-    _report(results, peak_rss)
+    _report(results, peak_rss, args.derive_order)
 
 
 def _wait_drained(url: str) -> None:
@@ -254,7 +262,7 @@ def _wait_drained(url: str) -> None:
         time.sleep(0.5)
 
 
-def _report(r: dict[str, Any], peak_rss: float) -> None:
+def _report(r: dict[str, Any], peak_rss: float, derive_order: str) -> None:
     naive, single, light, batch = r["naive"], r["single"], r["single_light"], r["batch"]
     events = batch["rps"] * 100
     print(f"{'measurement':<52}{'value':>14}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
@@ -270,7 +278,7 @@ def _report(r: dict[str, Any], peak_rss: float) -> None:
     print(f"{'raw asyncpg COPY into the event table (rows/s)':<52}{r['copy']:>14,.0f}")
     d, sb, ss = r["derive"], r["steady_batch"], r["steady_single"]
     print(f"{'derive + roll-up, one process (events/s)':<52}{d['rate']:>14,.0f}   ({d['events']:,} events in "
-          f"{d['seconds']:.1f} s)")  # fmt: skip
+          f"{d['seconds']:.1f} s, in {derive_order} order)")  # fmt: skip
     for label, m, rate in (("steady 4,000 events/s in batches of 100", sb, 4000),
                            (f"steady {single['rps'] / 2:,.0f} single events/s", ss, single["rps"] / 2)):  # fmt: skip
         print(f"{label:<52}{m.sent / max(1e-9, m.sent / rate):>14,.0f}{m.latency(0.5):>9.1f}{m.latency(0.99):>9.1f}"

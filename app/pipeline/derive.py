@@ -349,11 +349,15 @@ class Deriver:
     """Drains the inbox: in every service process (or a `racetrack derive` process), any number of
     them; each batch claims its site with a lock, so processes spread over sites."""
 
-    def __init__(self, pool: asyncpg.Pool, rulesets: RulesetCache, batch: int, idle_seconds: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, rulesets: RulesetCache, batch: int, idle_seconds: float, gather_seconds: float = 0
+    ) -> None:
         self._pool = pool
         self._rulesets = rulesets
         self._batch = batch
         self._idle = idle_seconds
+        self._gather = gather_seconds
+        self._fullest = 0  # the largest batch of the last round
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -384,21 +388,23 @@ class Deriver:
             except Exception:
                 log.exception("derivation failed")
                 done = 0
-            if not done and not self._stopping:
+            pause = self._idle if not done else self._gather if self._fullest < self._batch else 0
+            if pause and not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle)
+                    await asyncio.wait_for(self._wakeup.wait(), pause)
                 self._wakeup.clear()
 
     async def drain_once(self) -> int:
         """One round over the sites with waiting events: up to one batch each; how many rows."""
         async with self._pool.acquire() as conn:
             sites = await inbox.pending_sites(conn)
-        done = 0
+        done = self._fullest = 0
         for site_id in sites:
             if self._stopping:
                 break
             started = time.perf_counter()
             count = await derive_site(self._pool, self._rulesets, site_id, self._batch)
+            self._fullest = max(self._fullest, count or 0)
             if count:
                 metrics.DERIVE_SECONDS.observe(time.perf_counter() - started)
                 metrics.DERIVED_EVENTS.inc(count)
