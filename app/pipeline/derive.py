@@ -294,6 +294,10 @@ async def derive_batch(
         await event_store.upsert_links(conn, site_id, pairs)
         after = await event_store.resolve_links(conn, site_id, anonymous)
     moved = {a: f"u:{after[a]}" for a in anonymous if a in after and after.get(a) != before.get(a)}
+    if moved:  # an anonymousId with nothing stored (its events all arrive now) moves no history
+        unlinked = [f"a:{a}" for a in moved if a not in before]
+        stored = await person_store.load_states(conn, site_id, unlinked) if unlinked else {}
+        moved = {a: p for a, p in moved.items() if a in before or f"a:{a}" in stored}
     relinked = set(moved.values()) | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
     arriving = [(person_id_of(a.user_id, a.anonymous_id, after), a.event) for a in counted]
     work = await derive_persons(conn, site_id, zone, ruleset_for, arriving, relinked | ranked.demoted_persons,
