@@ -16,7 +16,7 @@ persons removed (disjoint), which the store appends after the key's earlier part
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from pyroaring import BitMap
 
 from app.domain.kpis import REGISTRY, cents
-from app.domain.kpis.registry import Measure, Registry, Test, compiled
+from app.domain.kpis.registry import Counter, Measure, Registry, compiled, compiled_hits, python_test
 from app.domain.rollup import (
     DAY,
     HOUR,
@@ -79,20 +79,26 @@ class EventColumns(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Tests:
-    """The registry's counters and person sets as Python tests, in REGISTRY order."""
+    """The registry's counters and person sets as compiled Python, in REGISTRY order."""
 
-    event_counters: tuple[tuple[Test, bool], ...]  # (test, adds the value in cents rather than 1)
-    session_counters: tuple[tuple[Test, bool], ...]  # (test, adds the session's seconds rather than 1)
-    sets: tuple[Test, ...]
+    event_counters: Callable[[EventColumns], tuple[float, ...]]  # each counter's addition for the event
+    session_counters: Callable[[SessionLike], tuple[float, ...]]
+    sets: Callable[[EventColumns], list[int]]  # the indexes of the sets the event puts its person in
 
 
 def _tests(registry: Registry) -> _Tests:
+    def event_value(c: Counter) -> str:
+        return f"(cents(row['value']) if {python_test(c.where)} else 0)" if c.measure is Measure.CENTS else (
+            f"(1 if {python_test(c.where)} else 0)")  # fmt: skip
+
+    def session_value(c: Counter) -> str:
+        added = "(row.ended_at - row.started_at).total_seconds()" if c.measure is Measure.SECONDS else "1"
+        return f"({added} if {python_test(c.where, by_attribute=True)} else 0)"
+
     return _Tests(
-        tuple((compiled(c.where), c.measure is Measure.CENTS) for c in registry.event_counters()),
-        tuple(
-            (compiled(c.where, by_attribute=True), c.measure is Measure.SECONDS) for c in registry.session_counters()
-        ),
-        tuple(compiled(s.where) for s in registry.person_sets),
+        compiled((event_value(c) for c in registry.event_counters()), cents=cents),
+        compiled(session_value(c) for c in registry.session_counters()),
+        compiled_hits(python_test(s.where) for s in registry.person_sets),
     )
 
 
@@ -104,6 +110,7 @@ class RollupDelta:
         self._tests = REGISTRY.derived(_tests)
         self._set_names = REGISTRY.set_names()
         self._counter_names = REGISTRY.counter_names()
+        self._event_width = len(REGISTRY.event_counters())
         self._units: dict[datetime, tuple[Unit, ...]] = {}
         self._events: dict[tuple[datetime, Groups], list[float]] = {}
         self._sessions: dict[tuple[datetime, Groups], list[float]] = {}
@@ -123,37 +130,31 @@ class RollupDelta:
 
     # --- appended events: counters add, sets gain members -------------------------------------
 
-    def _sets_of(self, fact: EventColumns) -> list[int]:
-        """Indexes into REGISTRY.person_sets of the sets this event puts its person in."""
-        return [i for i, test in enumerate(self._tests.sets) if test(fact)]
-
     def add_events(self, number: int, facts: Iterable[tuple[EventColumns, Groups]]) -> None:
         """Events appended to a person: their counters, and the person in their sets."""
         for fact, groups in facts:
             quarter = self._count(fact, groups, 1)
-            for s in self._sets_of(fact):
+            for s in self._tests.sets(fact):
                 self._added.setdefault((quarter, groups, s), set()).add(number)
 
     def _count(self, fact: EventColumns, groups: Groups, sign: int) -> datetime:
         quarter = quarter_of(fact["event_at"])
         counters = self._events.get((quarter, groups))
-        tests = self._tests.event_counters
         if counters is None:
-            counters = self._events[(quarter, groups)] = [0.0] * len(tests)
-        for i, (test, in_cents) in enumerate(tests):
-            if test(fact):
-                counters[i] += sign * (cents(fact["value"]) if in_cents else 1)
+            counters = self._events[(quarter, groups)] = [0.0] * self._event_width
+        for i, value in enumerate(self._tests.event_counters(fact)):
+            if value:
+                counters[i] += sign * value
         return quarter
 
     def add_session(self, session: SessionLike, sign: int = 1) -> None:
         key = (quarter_of(session.started_at), groups_of(session))
         counters = self._sessions.get(key)
-        tests = self._tests.session_counters
         if counters is None:
-            counters = self._sessions[key] = [0.0] * len(tests)
-        for i, (test, in_seconds) in enumerate(tests):
-            if test(session):
-                counters[i] += sign * ((session.ended_at - session.started_at).total_seconds() if in_seconds else 1)
+            counters = self._sessions[key] = [0.0] * (len(self._counter_names) - self._event_width)
+        for i, value in enumerate(self._tests.session_counters(session)):
+            if value:
+                counters[i] += sign * value
 
     # --- a person derived again: the old contribution out, the new one in ----------------------
 
@@ -187,7 +188,7 @@ class RollupDelta:
         found: set[tuple[Unit, str, str, int]] = set()
         for fact, groups in facts:
             units = self.units_of(quarter_of(fact["event_at"]))
-            for s in self._sets_of(fact):
+            for s in self._tests.sets(fact):
                 for unit in units:
                     for dim, grp in zip(DIMENSIONS, groups, strict=True):
                         found.add((unit, dim, grp, s))
@@ -200,11 +201,10 @@ class RollupDelta:
         order, and the person numbers added to and removed from each set (indexes into
         REGISTRY.person_sets)."""
         width = len(self._counter_names)
-        events_width = len(self._tests.event_counters)
         # first onto each dimension per quarter (many group tuples share a dimension's value), then
         # each quarter's rows onto its hour and day: 7 + 3 steps per entry instead of 7 x 3
         counters: dict[tuple[datetime, int, str], list[float]] = {}
-        for counters_of, offset in ((self._events, 0), (self._sessions, events_width)):
+        for counters_of, offset in ((self._events, 0), (self._sessions, self._event_width)):
             for (quarter, groups), values in counters_of.items():
                 nonzero = [(offset + i, v) for i, v in enumerate(values) if v]
                 if not nonzero:

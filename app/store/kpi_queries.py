@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -115,15 +115,16 @@ GROUP BY 1, 2"""
 
 def _to_date_sql(q: Query) -> str:
     before = f"CASE WHEN {{col}} < $2 THEN NULL ELSE {q.bucket('{col}')} END"
-    revenue = REGISTRY.counter(TO_DATE.cents)
+    revenue = REGISTRY.counter(TO_DATE.cents)  # its condition in WHERE: only those events are grouped
+    summed = counter_sql(replace(revenue, where=()), "e")
     return f"""
 WITH f AS ({_first_orders_sql(q)})
 SELECT {before.format(col="f.first_at")} AS bucket, f.grp, count(*) AS customers, 0::int8 AS revenue
 FROM f GROUP BY 1, 2
 UNION ALL
-SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, {counter_sql(revenue, "e")}
+SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, {summed}
 FROM event e {q.join}
-WHERE e.site_id = $1 AND NOT e.is_bot AND e.event_at < $3
+WHERE e.site_id = $1 AND NOT e.is_bot AND {where_sql(revenue.where, "e")} AND e.event_at < $3
 GROUP BY 1, 2"""
 
 
