@@ -168,3 +168,12 @@ async def test_the_registry_is_as_before_once_the_block_ends() -> None:
     with REGISTRY.extended(person_sets=[ADD_TO_CART_PERSONS], kpis=[ADD_TO_CART_RATE]):
         assert REGISTRY.names() != before and "add_to_cart_persons" in REGISTRY.kpi_sets()
     assert REGISTRY.names() == before and "add_to_cart_persons" not in REGISTRY.set_names()
+
+
+async def test_every_registered_quantity_has_its_rollup_columns(db: Any) -> None:
+    """A counter or person set added to the registry without the migration of its column fails here."""
+    found = {r["column_name"] for r in await db.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'rollup'"
+    )}  # fmt: skip
+    wanted = {*REGISTRY.counter_names(), *REGISTRY.set_names(), *(f"{s}_removed" for s in REGISTRY.set_names())}
+    assert wanted <= found, sorted(wanted - found)
