@@ -16,8 +16,8 @@ import asyncpg
 from pyroaring import BitMap
 
 from app.domain import rollup as domain
-from app.domain.kpis import Bucket, Counts, limited_groups
-from app.domain.rollup import DAY, HOUR, KPI_SETS, QUARTER, Rollup, Rows, Unit
+from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts, limited_groups
+from app.domain.rollup import DAY, HOUR, QUARTER, Rollup, Rows, Unit
 from app.store import rollups as store
 from app.store.kpi_queries import OTHER
 from app.store.locks import lock_derivation
@@ -35,8 +35,8 @@ async def rebuild(conn: asyncpg.Connection, site_id: int, quarters: Sequence[dat
         fresh[(record["dim"], (QUARTER, record["slot"]), record["grp"])] = _event_rollup(record)
     for record in sessions:
         r = fresh.setdefault((record["dim"], (QUARTER, record["slot"]), record["grp"]), Rollup())
-        for name in domain.SESSION_COUNTERS:
-            r.counters[name] = record[name]
+        for c in REGISTRY.session_counters():
+            r.counters[c.name] = record[c.name]
     rows = [(dim, unit, grp, r) for (dim, unit, grp), r in fresh.items()]
     await store.replace_rows(conn, site_id, [(QUARTER, q) for q in quarters], rows)
     hours, days = domain.parents(quarters, zone)
@@ -50,7 +50,7 @@ async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[
     if not children:
         return
     wanted = {u for units in children.values() for u in units}
-    rows = await store.load_rows(conn, site_id, wanted, [d for d, _ in store.DIMENSIONS], domain.PERSON_SETS)
+    rows = await store.load_rows(conn, site_id, wanted, [d for d, _ in store.DIMENSIONS], REGISTRY.set_names())
     by_unit: dict[Unit, list[Any]] = {}
     for record in rows:
         by_unit.setdefault((record["level"], record["slot"]), []).append(record)
@@ -82,9 +82,9 @@ async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start:
 
 def _event_rollup(record: Any) -> Rollup:
     r = Rollup()
-    for name in domain.EVENT_COUNTERS:
-        r.counters[name] = record[name]
-    for name in domain.PERSON_SETS:
+    for c in REGISTRY.event_counters():
+        r.counters[c.name] = record[c.name]
+    for name in REGISTRY.set_names():
         if record[name]:
             r.sets[name] = BitMap(record[name])
     return r
@@ -103,7 +103,7 @@ async def _rows(conn: asyncpg.Connection, site_id: int, units: set[Unit], dim: s
     return rows
 
 
-async def kpi_counts(
+async def rollup_counts(
     conn: asyncpg.Connection, site_id: int, site_zone: ZoneInfo, bucket_list: list[Bucket],
     breakdown: str | None, limit: int | None,
 ) -> tuple[dict[tuple[datetime, str], Counts], list[str]] | None:  # fmt: skip
@@ -114,9 +114,9 @@ async def kpi_counts(
         if p is None:
             return None
         dim = breakdown or ""
-        rows = await _rows(conn, site_id, {u for _, units in p.buckets for u in units}, dim, KPI_SETS)
+        rows = await _rows(conn, site_id, {u for _, units in p.buckets for u in units}, dim, REGISTRY.kpi_sets())
         if p.before:
-            rows |= await _rows(conn, site_id, set(p.before) - set(rows), dim, ("order_persons",))
+            rows |= await _rows(conn, site_id, set(p.before) - set(rows), dim, (TO_DATE.persons,))
     top: list[str] = []
     rename = None
     if breakdown and limit:
@@ -124,7 +124,7 @@ async def kpi_counts(
         if top:
             every = {grp for groups in rows.values() for grp in groups}
             rename = {grp: OTHER for grp in every if grp not in top}
-    return domain.kpi_counts(rows, p, rename), top
+    return domain.merged_counts(rows, p, rename), top
 
 
 async def funnel_sets(
@@ -135,7 +135,5 @@ async def funnel_sets(
     if not (domain.on_quarter(start) and domain.on_quarter(end)):
         return None
     units = domain.cover(start, end, site_zone)
-    rows = await _rows(conn, site_id, set(units), "", domain.FUNNEL_SETS)
-    total = domain.merged(r for unit in units for r in rows.get(unit, {}).values())
-    stages = ("reach", "act", "convert", "engage")
-    return {stage: total.persons(name) for stage, name in zip(stages, domain.FUNNEL_SETS, strict=True)}
+    rows = await _rows(conn, site_id, set(units), "", tuple(REGISTRY.funnel_sets().values()))
+    return domain.stage_persons(rows, units)

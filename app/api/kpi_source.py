@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -38,28 +38,21 @@ def use_rollups(settings: Settings, source: str) -> bool:
     return source == "rollups" and settings.rollups
 
 
-async def kpi_counts(
+async def bucket_counts(
     conn: asyncpg.Connection, pool: asyncpg.Pool, settings: Settings, site: Site, q: kpi_queries.Query,
     periods: list[Bucket], limit: int | None, source: str = "rollups",
 ) -> tuple[dict[tuple[datetime, str], Counts], list[str], str]:  # fmt: skip
     """Counts per (aligned bucket start, group), the top groups when a breakdown is limited, and
     where the counts came from (rollups or events)."""
     if use_rollups(settings, source):
-        found = await rollups.kpi_counts(conn, site.site_id, site_zone(site), periods, q.breakdown, limit)
+        found = await rollups.rollup_counts(conn, site.site_id, site_zone(site), periods, q.breakdown, limit)
         if found is not None:
             return (*found, "rollups")
     top: list[str] = []
     if q.breakdown and limit:
         top = limited_groups(await kpi_queries.top_groups(conn, q, limit + 1), limit)
         q = replace(q, top=tuple(top))
-    return await kpi_queries.kpi_counts(pool, q, periods), top, "events"
-
-
-async def rollup_stage_persons(
-    conn: asyncpg.Connection, site: Site, start: datetime, end: datetime
-) -> dict[str, Any] | None:
-    """Each RACE stage's person set over [start, end) from the rollups, for the nested funnel."""
-    return await rollups.funnel_sets(conn, site.site_id, site_zone(site), start, end)
+    return await kpi_queries.event_counts(pool, q, periods), top, "events"
 
 
 def with_source(response: Response, source: str) -> Response:

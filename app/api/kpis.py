@@ -11,9 +11,10 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from app import rollups
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep, freshness
-from app.api.kpi_source import Source, kpi_counts, rollup_stage_persons, use_rollups, with_source
+from app.api.kpi_source import Source, bucket_counts, site_zone, use_rollups, with_source
 from app.api.params import (
     Breakdown,
     Format,
@@ -30,7 +31,7 @@ from app.api.params import (
     zone_of,
 )
 from app.config import Settings
-from app.domain.kpis import KPI_NAMES, Bucket, FunnelKind, Granularity, kpis_of, nested_counts, race_funnel
+from app.domain.kpis import REGISTRY, Bucket, FunnelKind, Granularity, kpis_of, nested_counts, race_funnel
 from app.domain.plan import plan
 from app.domain.reports import DEFAULT_WINDOW, goal_funnel, parse_steps, parse_window
 from app.errors import BadRequest
@@ -64,7 +65,7 @@ async def kpis(
     assert breakdown is None or breakdown in BREAKDOWNS
     window = window_of(site, start, end, tz, granularity, breakdown, max_period_days(request))
     zone, period, periods, q = window.zone, window.period, window.buckets, window.query
-    counts, top, used = await kpi_counts(conn, pool, settings, site, q, periods, limit, source)
+    counts, top, used = await bucket_counts(conn, pool, settings, site, q, periods, limit, source)
     groups = sorted({grp for _, grp in counts}, key=_group_order(top)) if breakdown else [""]
     rows = [_bucket_row(b, grp, counts, breakdown is not None) for b in periods for grp in groups]
     planned: list[str] = []
@@ -73,7 +74,7 @@ async def kpis(
     if wants_csv(request, format):
         flat = [_flat(r) for r in rows]
         plan_columns = [f"{k}_{part}" for k in planned for part in PLAN_COLUMNS]
-        csv = csv_answer(flat, ["start", "end", "group", *KPI_NAMES, *plan_columns], "kpis.csv")
+        csv = csv_answer(flat, ["start", "end", "group", *REGISTRY.names(), *plan_columns], "kpis.csv")
         return with_source(conditional(request, csv), used)
     answer = {
         "site": site.site_id,
@@ -121,9 +122,7 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _bucket_row(b: Bucket, grp: str, counts: dict[tuple[datetime, str], Any], grouped: bool) -> dict[str, Any]:
-    from app.domain.kpis import Counts
-
-    found = counts.get((b.aligned, grp)) or Counts()
+    found = counts.get((b.aligned, grp)) or {}
     return {
         "start": b.start.isoformat(),
         "end": b.end.isoformat(),
@@ -261,7 +260,7 @@ async def _stage_funnel(
     found: dict[str, tuple[int, int, float | None]] = {}
     independent = nested = None
     if not medians and use_rollups(settings, source):
-        sets = await rollup_stage_persons(conn, site, *period)
+        sets = await rollups.funnel_sets(conn, site.site_id, site_zone(site), *period)
         if sets is not None:
             independent, nested = {stage: len(persons) for stage, persons in sets.items()}, nested_counts(sets)
     used = "rollups"

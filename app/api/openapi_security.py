@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api.kpi_schema import document_kpis
+
 SCHEMES = {
     "writeKeyBasic": {"type": "http", "scheme": "basic", "description": "The site's write key as the user name"},
     "writeKeyQuery": {"type": "apiKey", "in": "query", "name": "writeKey", "description": "The site's write key"},
@@ -36,6 +38,7 @@ def install(app: FastAPI) -> None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {})["securitySchemes"] = SCHEMES
+        document_kpis(schema)
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
                 for tag in operation.get("tags", []):

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep
-from app.api.kpi_source import kpi_counts
+from app.api.kpi_source import bucket_counts
 from app.api.params import (
     Format,
     From,
@@ -26,7 +26,7 @@ from app.api.params import (
     window_of,
     zone_of,
 )
-from app.domain.kpis import Counts, Granularity, buckets, kpis_of
+from app.domain.kpis import Granularity, buckets, kpis_of
 from app.domain.reports import (
     anonymous_part,
     cohort_table,
@@ -287,8 +287,8 @@ async def report(
     start, end = (datetime.combine(d, time(), tzinfo=zone) for d in (first_day, next_day))
     periods = buckets(datetime.combine(previous_day, time(), tzinfo=zone), end, Granularity.MONTH, zone)
     q = kpi_queries.Query(site.site_id, periods[0].start, end, zone.key, Granularity.MONTH, None)
-    counts, _, _ = await kpi_counts(conn, pool, settings, site, q, periods, None)
-    before, current = (kpis_of(counts.get((b.aligned, "")) or Counts()) for b in periods)
+    counts, _, _ = await bucket_counts(conn, pool, settings, site, q, periods, None)
+    before, current = (kpis_of(counts.get((b.aligned, "")) or {}) for b in periods)
     targets = await targets_store.targets_between(conn, site.site_id, first_day, first_day)
     planned = {kpi: value for (kpi, _), value in targets.items()}
     stages = report_stages(current, before, planned, periods[1], datetime.now(UTC))

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn
-from app.domain.kpis import KPI_NAMES
-from app.domain.plan import DIRECTIONS
+from app.domain.kpis import REGISTRY
+from app.domain.plan import direction
 from app.store import targets as store
 
 router = APIRouter(tags=["plan"])
@@ -26,7 +26,7 @@ class Target(BaseModel):
     @field_validator("kpi")
     @classmethod
     def _known_kpi(cls, value: str) -> str:
-        if value not in KPI_NAMES:
+        if value not in REGISTRY.names():
             raise ValueError(f"unknown KPI {value!r}")
         return value
 
@@ -67,7 +67,7 @@ async def get_targets(
     found = await store.targets_between(conn, site.site_id, month_start(start), month_start(end))
     return {
         "targets": [
-            {"kpi": k, "month": m.strftime("%Y-%m"), "value": v, "direction": DIRECTIONS[k].value}
+            {"kpi": k, "month": m.strftime("%Y-%m"), "value": v, "direction": direction(k).value}
             for (k, m), v in found.items()
         ]
     }

@@ -21,7 +21,7 @@ from app.api import reports as report_api
 from app.config import Settings
 from app.domain import dashboard as view_logic
 from app.domain.dashboard import Period
-from app.domain.kpis import KPI_NAMES, STAGE_KPIS, Granularity
+from app.domain.kpis import REGISTRY, Granularity
 from app.errors import BadRequest
 from app.store import dashboard_queries
 from app.store.kpi_queries import BREAKDOWNS
@@ -77,7 +77,7 @@ class View:
         if breakdown not in BREAKDOWNS:
             raise _bad("breakdown", f"one of {', '.join(sorted(BREAKDOWNS))}")
         chart = params.get("chart") or "visitors"
-        if chart not in KPI_NAMES:
+        if chart not in REGISTRY.names():
             raise _bad("chart", "a KPI name of /v1/kpis")
         try:
             every = Granularity(params.get("every") or "day")
@@ -229,7 +229,7 @@ def _panels(view: View, data: dict[str, Any], now: datetime, periods: dict[str, 
     plan_bucket = data["plan"]["buckets"][0]
     stages = [
         {"stage": stage, "kpis": [_kpi_card(kpi, current, previous, year_ago, plan_bucket, view) for kpi in names]}
-        for stage, names in STAGE_KPIS.items()
+        for stage, names in REGISTRY.stage_kpis().items()
     ]
     return {
         "stages": stages,

@@ -1,13 +1,15 @@
 """The dashboard's view logic. Pure: period presets and their comparison periods, plan status
-colours, and how each KPI is written as text. No I/O, no clock (callers pass `today` / `now`)."""
+colours, and how each KPI is written as text (its label, unit and direction: the KPI registry).
+No I/O, no clock (callers pass `today` / `now`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
-from app.domain.plan import DIRECTIONS, Direction
+from app.domain.kpis import REGISTRY, Direction
 from app.domain.reports import month_index, month_of_index
 
 PRESETS = {
@@ -21,9 +23,9 @@ PRESETS = {
 MAX_CUSTOM_DAYS = 731
 
 
-
 def _lower_is_better(kpi: str) -> bool:
-    return DIRECTIONS.get(kpi) is Direction.LOWER  # each KPI's direction, as targets read it
+    return REGISTRY.kpi(kpi).direction is Direction.LOWER
+
 
 # Plan status: the projected (running month) or actual value against the target.
 GREEN_FROM = 1.0  # on or beyond target
@@ -141,53 +143,34 @@ def trend(kpi: str, ratio: float | None) -> Literal["better", "worse", "same"] |
     return "better" if up != _lower_is_better(kpi) else "worse"
 
 
-# How each KPI reads as text.
-PERCENT_KPIS = frozenset(
-    {"bounce_rate", "lead_rate", "conversion_rate", "repeat_purchase_rate", "active_customer_rate"}
-)
-MONEY_KPIS = frozenset({"value_per_visit", "revenue", "aov", "offline_revenue", "clv"})
-DECIMAL_KPIS = frozenset({"pages_per_session", "nps"})
-KPI_LABELS = {
-    "visitors": "Visitors",
-    "new_visitors": "New visitors",
-    "sessions": "Sessions",
-    "pageviews": "Page views",
-    "bounce_rate": "Bounce rate",
-    "value_per_visit": "Value per visit",
-    "act_events": "Act events",
-    "leads": "Leads",
-    "lead_rate": "Lead rate",
-    "pages_per_session": "Pages per session",
-    "avg_session_seconds": "Avg. session",
-    "orders": "Orders",
-    "revenue": "Revenue",
-    "aov": "Average order value",
-    "new_customers": "New customers",
-    "conversion_rate": "Conversion rate",
-    "offline_orders": "Offline orders",
-    "offline_revenue": "Offline revenue",
-    "engage_events": "Engage events",
-    "repeat_orders": "Repeat orders",
-    "repeat_customers": "Repeat customers",
-    "repeat_purchase_rate": "Repeat purchase rate",
-    "customers_to_date": "Customers to date",
-    "active_customer_rate": "Active customer rate",
-    "clv": "Customer lifetime value",
-    "nps": "NPS",
-}
+class KpiLabels(Mapping[str, str]):
+    """Each KPI's label, as the registry has it (a template reads labels[kpi])."""
+
+    def __getitem__(self, kpi: str) -> str:
+        return REGISTRY.kpi(kpi).label
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY.names())
+
+    def __len__(self) -> int:
+        return len(REGISTRY.names())
+
+
+KPI_LABELS = KpiLabels()
 
 
 def kpi_text(kpi: str, value: float | None) -> str:
     """A KPI's value as the page writes it ('—' for a ratio over nothing)."""
     if value is None:
         return "—"
-    if kpi in PERCENT_KPIS:
+    shown_as = REGISTRY.kpi(kpi).shown_as
+    if shown_as == "percent":
         return f"{value * 100:.1f} %"
-    if kpi in MONEY_KPIS:
+    if shown_as == "money":
         return f"{value:,.2f}"
-    if kpi in DECIMAL_KPIS:
+    if shown_as == "decimal":
         return f"{value:,.1f}"
-    if kpi == "avg_session_seconds":
+    if shown_as == "duration":
         minutes, seconds = divmod(round(value), 60)
         return f"{minutes} min {seconds:02d} s"
     return f"{round(value):,}"

@@ -1,5 +1,6 @@
-"""Plan targets against actuals: each KPI's direction, attainment, status and the month-end projection.
-Pure: no I/O (the caller passes `now`)."""
+"""Plan targets against actuals: attainment by each KPI's direction, status and the month-end
+projection (which KPIs are projected and which are better lower: the KPI registry). Pure: no I/O
+(the caller passes `now`)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from app.domain.kpis import KPI_NAMES, Bucket
+from app.domain.kpis import REGISTRY, Bucket, Direction
 
 
-class Direction(StrEnum):
-    HIGHER = "higher"  # more is better (visitors, revenue, conversion_rate, ...)
-    LOWER = "lower"  # less is better (bounce_rate)
+def direction(kpi: str) -> Direction:
+    """Whether more or less of the KPI is better (bounce_rate: less)."""
+    return REGISTRY.kpi(kpi).direction
 
-
-LOWER_IS_BETTER = frozenset({"bounce_rate"})
-DIRECTIONS: dict[str, Direction] = {
-    name: Direction.LOWER if name in LOWER_IS_BETTER else Direction.HIGHER for name in KPI_NAMES
-}
-
-# Counts and sums grow through a month, so their month-end value is projected linearly; ratios,
-# "to date" figures and NPS are already the trend and are carried as they are.
-PROJECTED_KPIS = frozenset({
-    "visitors", "new_visitors", "sessions", "pageviews", "act_events", "leads", "orders", "revenue",
-    "new_customers", "offline_orders", "offline_revenue", "engage_events", "repeat_orders", "repeat_customers",
-})  # fmt: skip
 
 # A projection is offered once this share of the month has passed (a week of a 28-day month): nine
 # hours into a month, one busy morning would be multiplied by 80.
@@ -48,12 +37,12 @@ def attainment(kpi: str, actual: float | None, target: float) -> float | None:
     rate of 0.20 against a 0.40 target attains 2.0). Null when a denominator is 0 or actual is null."""
     if actual is None:
         return None
-    numerator, denominator = (target, actual) if DIRECTIONS[kpi] is Direction.LOWER else (actual, target)
+    numerator, denominator = (target, actual) if direction(kpi) is Direction.LOWER else (actual, target)
     return None if denominator == 0 else float(numerator) / float(denominator)
 
 
 def reaches(kpi: str, actual: float, target: float) -> bool:
-    return actual <= target if DIRECTIONS[kpi] is Direction.LOWER else actual >= target
+    return actual <= target if direction(kpi) is Direction.LOWER else actual >= target
 
 
 def elapsed_share(bucket: Bucket, now: datetime) -> float:
@@ -71,7 +60,7 @@ def pacing(kpi: str, actual: float | None, bucket: Bucket, now: datetime) -> flo
     share = elapsed_share(bucket, now)
     if actual is None or not 0 < share < 1 or share < PACING_MIN_SHARE:
         return None
-    if kpi not in PROJECTED_KPIS:
+    if not REGISTRY.kpi(kpi).projected:
         return actual
     return actual / share
 
@@ -96,7 +85,7 @@ def plan(kpi: str, actual: float | None, target: float, bucket: Bucket, now: dat
     PACING_MIN_SHARE, `pacing` (projected month-end value) with its `pacing_attainment`."""
     entry: dict[str, Any] = {
         "target": target,
-        "direction": DIRECTIONS[kpi].value,
+        "direction": direction(kpi).value,
         "attainment": attainment(kpi, actual, target),
         "status": status(kpi, actual, target, bucket, now).value,
     }

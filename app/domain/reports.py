@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from app.domain.kpis import STAGE_KPIS, Bucket, ratio
-from app.domain.plan import DIRECTIONS, attainment, status
+from app.domain.kpis import REGISTRY, Bucket, ratio
+from app.domain.plan import attainment, direction, status
 
 # ---- ordered goal funnel -------------------------------------------------------------------------
 
@@ -204,7 +204,7 @@ def report_stages(
     """Each stage's KPIs: value, previous month, change, and the plan: target, the KPI's direction,
     attainment and status as in app/domain/plan.py (null without a target)."""
     stages = []
-    for stage, names in STAGE_KPIS.items():
+    for stage, names in REGISTRY.stage_kpis().items():
         rows = []
         for kpi in names:
             value, before = current.get(kpi), previous.get(kpi)
@@ -218,7 +218,7 @@ def report_stages(
                     "change": absolute,
                     "change_ratio": relative,
                     "target": target,
-                    "direction": DIRECTIONS[kpi].value,
+                    "direction": direction(kpi).value,
                     "attainment": None if target is None else attainment(kpi, value, target),
                     "status": None if target is None else status(kpi, value, target, month, now).value,
                 }

@@ -1,11 +1,12 @@
 """Rollups (DESIGN §7): counters and exact person sets per slot, merged into any bucket. Pure: no I/O.
 
 A rollup row holds, for one slot and breakdown group, the additive counters of the KPIs and the
-sets of person numbers (compressed bitmaps) behind the distinct counts. Slots come in three
-levels: 15-minute slots (every IANA offset is a multiple of 15 minutes), UTC hours, and the site's
-local days. A bucket [start, end) whose ends are on 15-minute boundaries is the disjoint union of
-the largest slots that fit in it, so merging their rows gives the bucket's exact counts, distinct
-persons included (a union of sets, not a sum).
+sets of person numbers (compressed bitmaps) behind the distinct counts, as the KPI registry
+(app.domain.kpis.registry) names them. Slots come in three levels: 15-minute slots (every IANA
+offset is a multiple of 15 minutes), UTC hours, and the site's local days. A bucket [start, end)
+whose ends are on 15-minute boundaries is the disjoint union of the largest slots that fit in it,
+so merging their rows gives the bucket's exact counts, distinct persons included (a union of sets,
+not a sum).
 """
 
 from __future__ import annotations
@@ -17,32 +18,23 @@ from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
 
-from app.domain.kpis import Bucket, Counts
+from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts
+from app.domain.kpis.registry import Registry
 
 QUARTER, HOUR, DAY = "q", "h", "d"
 QUARTER_SPAN = timedelta(minutes=15)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
-EVENT_COUNTERS = (
-    "new_visitors", "pageviews", "act_events", "leads", "orders", "revenue", "new_customers",
-    "offline_orders", "offline_revenue", "engage_events", "repeat_orders", "nps_responses",
-    "nps_promoters", "nps_detractors",
-)  # fmt: skip
-SESSION_COUNTERS = ("sessions", "bounces", "session_seconds")  # in the slot where the session starts
-COUNTERS = EVENT_COUNTERS + SESSION_COUNTERS
-PERSON_SETS = (
-    "visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons", "convert_persons",
-    "engage_persons",
-)  # fmt: skip
-KPI_SETS = ("visitors", "lead_persons", "order_persons", "repeat_customers")
-FUNNEL_SETS = ("visitors", "act_persons", "convert_persons", "engage_persons")
+
+def _zero_counters() -> dict[str, float]:
+    return dict.fromkeys(REGISTRY.counter_names(), 0)
 
 
 @dataclass(slots=True)
 class Rollup:
     """Counters and person sets of one slot (or of merged slots) and one group."""
 
-    counters: dict[str, float] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counters: dict[str, float] = field(default_factory=_zero_counters)  # REGISTRY.counter_names()
     sets: dict[str, BitMap] = field(default_factory=dict)
     removed: dict[str, BitMap] = field(default_factory=dict)  # a delta part's persons that left a set
 
@@ -68,14 +60,7 @@ def folded(parts: Iterable[Rollup]) -> Rollup:
     persons added to and removed from the sets. The result shares nothing with the parts."""
     total = Rollup()
     for part in parts:
-        for name, value in part.counters.items():
-            total.counters[name] += value
-        for name, persons in part.sets.items():
-            mine = total.sets.get(name)
-            if mine is None:
-                total.sets[name] = BitMap(persons)
-            else:
-                mine |= persons
+        total.add(part)
         for name, persons in part.removed.items():
             if name in total.sets:
                 total.sets[name] -= persons
@@ -205,9 +190,9 @@ def top_groups(rows: Rows, p: Plan, limit: int) -> list[str]:
     return ranked[:limit]
 
 
-def kpi_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dict[tuple[datetime, str], Counts]:
-    """Counts per (aligned bucket start, group), the same as computed from the events. `rename`
-    folds groups together (the '(other)' group of a limited breakdown)."""
+def merged_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dict[tuple[datetime, str], Counts]:
+    """Counts per (aligned bucket start, group) from merged rollup rows, the same as computed from the
+    events. `rename` folds groups together (the '(other)' group of a limited breakdown)."""
 
     def by_group(units: Iterable[Unit]) -> dict[str, Rollup]:
         parts: dict[str, list[Rollup]] = {}
@@ -216,72 +201,63 @@ def kpi_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dic
                 parts.setdefault(rename.get(grp, grp) if rename else grp, []).append(r)
         return {grp: merged(rs) for grp, rs in parts.items()}
 
-    # per group: revenue and customers (person set) before the current bucket's end, grown in place
-    history = {grp: _orders_only(r) for grp, r in by_group(p.before).items() if r.counters["orders"]}
+    # per group: the to-date money and persons before the current bucket's end, grown in place
+    persons, money = TO_DATE.persons, TO_DATE.cents
+    history = {grp: _to_date_only(r) for grp, r in by_group(p.before).items() if r.persons(persons)}
     per_bucket = [(bucket, by_group(units)) for bucket, units in p.buckets]
     groups = set(history).union(*(found for _, found in per_bucket))
+    counted = _counted_quantities(REGISTRY)
     result: dict[tuple[datetime, str], Counts] = {}
     empty = Rollup()
     for bucket, found in per_bucket:
         for grp in groups:
             r = found.get(grp, empty)
             past = history.setdefault(grp, Rollup())
-            past.counters["revenue"] += r.counters["revenue"]
-            if "order_persons" in r.sets:
-                mine = past.sets.get("order_persons")  # history's own copy: grown in place
+            past.counters[money] += r.counters[money]
+            if persons in r.sets:
+                mine = past.sets.get(persons)  # history's own copy: grown in place
                 if mine is None:
-                    past.sets["order_persons"] = BitMap(r.sets["order_persons"])
+                    past.sets[persons] = BitMap(r.sets[persons])
                 else:
-                    mine |= r.sets["order_persons"]
-            result[(bucket.aligned, grp)] = _counts(r, past)
+                    mine |= r.sets[persons]
+            result[(bucket.aligned, grp)] = _counts(r, past, counted)
     return result
 
 
-def _orders_only(r: Rollup) -> Rollup:
+def _to_date_only(r: Rollup) -> Rollup:
     out = Rollup()
-    out.counters["revenue"] = r.counters["revenue"]
-    out.sets["order_persons"] = BitMap(r.persons("order_persons"))  # a copy: history grows
+    out.counters[TO_DATE.cents] = r.counters[TO_DATE.cents]
+    out.sets[TO_DATE.persons] = BitMap(r.persons(TO_DATE.persons))  # a copy: history grows
     return out
 
 
-def _counts(r: Rollup, history: Rollup) -> Counts:
+Counted = tuple[tuple[tuple[str, type[int] | type[float]], ...], tuple[str, ...]]
+
+
+def _counted_quantities(registry: Registry) -> Counted:
+    """The counters (each as int or float) and the person sets a KPI answer reads."""
+    return registry.derived(_counters_and_sets)
+
+
+def _counters_and_sets(registry: Registry) -> Counted:
+    counters = tuple((c.name, int if c.integral else float) for c in registry.counters)
+    return counters, registry.kpi_sets()
+
+
+def _counts(r: Rollup, history: Rollup, counted: Counted) -> Counts:
+    counters, sets = counted
     c = r.counters
-    customers = history.persons("order_persons")
-    visitors = r.persons("visitors")
-    return Counts(
-        visitors=len(visitors),
-        new_visitors=int(c["new_visitors"]),
-        sessions=int(c["sessions"]),
-        pageviews=int(c["pageviews"]),
-        bounces=int(c["bounces"]),
-        session_seconds=float(c["session_seconds"]),
-        act_events=int(c["act_events"]),
-        leads=int(c["leads"]),
-        lead_persons=len(r.persons("lead_persons")),
-        orders=int(c["orders"]),
-        revenue=int(c["revenue"]),
-        new_customers=int(c["new_customers"]),
-        order_persons=len(r.persons("order_persons")),
-        offline_orders=int(c["offline_orders"]),
-        offline_revenue=int(c["offline_revenue"]),
-        engage_events=int(c["engage_events"]),
-        repeat_orders=int(c["repeat_orders"]),
-        repeat_customers=len(r.persons("repeat_customers")),
-        customers_to_date=len(customers),
-        active_customers=visitors.intersection_cardinality(customers),
-        revenue_to_date=int(history.counters["revenue"]),
-        nps_responses=int(c["nps_responses"]),
-        nps_promoters=int(c["nps_promoters"]),
-        nps_detractors=int(c["nps_detractors"]),
-    )
+    counts: Counts = {name: kind(c[name]) for name, kind in counters}
+    for name in sets:
+        counts[name] = len(r.persons(name))
+    customers = history.persons(TO_DATE.persons)
+    counts[TO_DATE.customers] = len(customers)
+    counts[TO_DATE.active] = r.persons(TO_DATE.seen).intersection_cardinality(customers)
+    counts[TO_DATE.revenue] = int(history.counters[TO_DATE.cents])
+    return counts
 
 
-def funnel_persons(rows: Rows, units: Iterable[Unit]) -> dict[str, int]:
-    """Persons with an event of each RACE stage over the units (reach: any event)."""
+def stage_persons(rows: Rows, units: Iterable[Unit]) -> dict[str, BitMap]:
+    """The persons with an event of each RACE stage over the units (reach: any event)."""
     total = merged(r for unit in units for r in rows.get(unit, {}).values())
-    return {
-        "reach": len(total.persons("visitors")),
-        "act": len(total.persons("act_persons")),
-        "convert": len(total.persons("convert_persons")),
-        "engage": len(total.persons("engage_persons")),
-    }
+    return {stage: total.persons(name) for stage, name in REGISTRY.funnel_sets().items()}

@@ -1,6 +1,7 @@
 """What one derivation changes in the rollups, computed from the facts it has just derived. Pure.
 
-A person's *contribution* to the rollups is a function of their events' facts and their sessions:
+A person's *contribution* to the rollups is a function of their events' facts and their sessions
+(which counters and sets, the KPI registry says: app.domain.kpis.registry):
 counters per (15-minute slot, session groups), and their person number in the sets of every unit
 (slot, hour, local day) and group their events fall in. A derivation knows, for every person it
 touches, the contribution before and after:
@@ -15,23 +16,20 @@ persons removed (disjoint), which the store appends after the key's earlier part
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
 
-from app.domain.kpis import cents
+from app.domain.kpis import REGISTRY, cents
+from app.domain.kpis.registry import Counter, Measure, Registry, compiled, compiled_hits, python_test
 from app.domain.rollup import (
-    COUNTERS,
     DAY,
-    EVENT_COUNTERS,
     HOUR,
     QUARTER,
-    SESSION_COUNTERS,
     Rollup,
     Unit,
     hour_of,
@@ -42,8 +40,6 @@ from app.domain.rollup import (
 
 NO_VALUE = "(none)"
 DIMENSIONS = ("", "channel", "peso", "source", "medium", "campaign", "device")  # '' is the undivided total
-SET_OF = ("visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons", "convert_persons",
-          "engage_persons")  # fmt: skip
 Groups = tuple[str, ...]  # one value per DIMENSIONS entry
 
 
@@ -74,63 +70,36 @@ def groups_of(session: SessionLike) -> Groups:
             session.campaign_medium or NO_VALUE, session.campaign_name or NO_VALUE, session.device)  # fmt: skip
 
 
+class EventColumns(Protocol):
+    """A stored, non-bot event's columns by name (an `event` row, or the same of an event being
+    derived): what the registry's conditions read, and `event_at`."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
-class Fact:
-    """What the rollups need of one stored, non-bot event."""
+class _Tests:
+    """The registry's counters and person sets as compiled Python, in REGISTRY order."""
 
-    event_at: datetime
-    type: str
-    channel: str
-    stage: str
-    goal: str | None
-    value: float | None
-    is_lead: bool
-    is_order: bool
-    is_first_event: bool
-    is_first_order: bool
-    is_repeat_order: bool
-    nps_score: float | None
+    event_counters: Callable[[EventColumns], tuple[float, ...]]  # each counter's addition for the event
+    session_counters: Callable[[SessionLike], tuple[float, ...]]
+    sets: Callable[[EventColumns], list[int]]  # the indexes of the sets the event puts its person in
 
 
-def _event_counters(f: Fact) -> list[float]:
-    revenue = cents(f.value) if f.is_order else 0
-    offline = f.is_order and f.channel == "Offline"
-    nps = f.goal == "nps" and f.nps_score is not None
-    return [
-        f.is_first_event, f.type in ("page", "screen"), f.stage == "act", f.is_lead, f.is_order, revenue,
-        f.is_first_order, offline, revenue if offline else 0, f.stage == "engage", f.is_repeat_order, nps,
-        nps and f.nps_score is not None and f.nps_score >= 9, nps and f.nps_score is not None and f.nps_score <= 6,
-    ]  # fmt: skip
+def _tests(registry: Registry) -> _Tests:
+    def event_value(c: Counter) -> str:
+        return f"(cents(row['value']) if {python_test(c.where)} else 0)" if c.measure is Measure.CENTS else (
+            f"(1 if {python_test(c.where)} else 0)")  # fmt: skip
 
+    def session_value(c: Counter) -> str:
+        added = "(row.ended_at - row.started_at).total_seconds()" if c.measure is Measure.SECONDS else "1"
+        return f"({added} if {python_test(c.where, by_attribute=True)} else 0)"
 
-def _sets_of(f: Fact) -> Iterable[int]:
-    """Indexes into SET_OF of the person sets this event puts its person in."""
-    yield 0
-    if f.is_lead:
-        yield 1
-    if f.is_order:
-        yield 2
-    if f.is_repeat_order:
-        yield 3
-    if f.stage == "act":
-        yield 4
-    elif f.stage == "convert":
-        yield 5
-    elif f.stage == "engage":
-        yield 6
-
-
-def _bases(
-    persons: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
-) -> dict[int, set[tuple[datetime, Groups, int]]]:
-    """Per person number, the (quarter, groups, set) their facts put them in (a session's facts
-    mostly share these: memberships are expanded from them, once)."""
-    found: dict[int, set[tuple[datetime, Groups, int]]] = {}
-    for n, facts, _ in persons:
-        found.setdefault(n, set()).update(
-            (quarter_of(fact.event_at), groups, s) for fact, groups in facts for s in _sets_of(fact)
-        )
-    return found
+    return _Tests(
+        compiled((event_value(c) for c in registry.event_counters()), cents=cents),
+        compiled(session_value(c) for c in registry.session_counters()),
+        compiled_hits(python_test(s.where) for s in registry.person_sets),
+    )
 
 
 class RollupDelta:
@@ -138,6 +107,10 @@ class RollupDelta:
 
     def __init__(self, zone: ZoneInfo) -> None:
         self._zone = zone
+        self._tests = REGISTRY.derived(_tests)
+        self._set_names = REGISTRY.set_names()
+        self._counter_names = REGISTRY.counter_names()
+        self._event_width = len(REGISTRY.event_counters())
         self._units: dict[datetime, tuple[Unit, ...]] = {}
         self._events: dict[tuple[datetime, Groups], list[float]] = {}
         self._sessions: dict[tuple[datetime, Groups], list[float]] = {}
@@ -157,19 +130,19 @@ class RollupDelta:
 
     # --- appended events: counters add, sets gain members -------------------------------------
 
-    def add_events(self, number: int, facts: Iterable[tuple[Fact, Groups]]) -> None:
+    def add_events(self, number: int, facts: Iterable[tuple[EventColumns, Groups]]) -> None:
         """Events appended to a person: their counters, and the person in their sets."""
         for fact, groups in facts:
             quarter = self._count(fact, groups, 1)
-            for s in _sets_of(fact):
+            for s in self._tests.sets(fact):
                 self._added.setdefault((quarter, groups, s), set()).add(number)
 
-    def _count(self, fact: Fact, groups: Groups, sign: int) -> datetime:
-        quarter = quarter_of(fact.event_at)
+    def _count(self, fact: EventColumns, groups: Groups, sign: int) -> datetime:
+        quarter = quarter_of(fact["event_at"])
         counters = self._events.get((quarter, groups))
         if counters is None:
-            counters = self._events[(quarter, groups)] = [0.0] * len(EVENT_COUNTERS)
-        for i, value in enumerate(_event_counters(fact)):
+            counters = self._events[(quarter, groups)] = [0.0] * self._event_width
+        for i, value in enumerate(self._tests.event_counters(fact)):
             if value:
                 counters[i] += sign * value
         return quarter
@@ -178,17 +151,17 @@ class RollupDelta:
         key = (quarter_of(session.started_at), groups_of(session))
         counters = self._sessions.get(key)
         if counters is None:
-            counters = self._sessions[key] = [0.0] * len(SESSION_COUNTERS)
-        counters[0] += sign
-        counters[1] += sign * session.is_bounce
-        counters[2] += sign * (session.ended_at - session.started_at).total_seconds()
+            counters = self._sessions[key] = [0.0] * (len(self._counter_names) - self._event_width)
+        for i, value in enumerate(self._tests.session_counters(session)):
+            if value:
+                counters[i] += sign * value
 
     # --- a person derived again: the old contribution out, the new one in ----------------------
 
     def replace_person(
         self,
-        old: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
-        new: Sequence[tuple[int, Sequence[tuple[Fact, Groups]], Sequence[SessionLike]]],
+        old: Sequence[tuple[int, Sequence[tuple[EventColumns, Groups]], Sequence[SessionLike]]],
+        new: Sequence[tuple[int, Sequence[tuple[EventColumns, Groups]], Sequence[SessionLike]]],
     ) -> None:
         """`old` and `new`: (person number, facts with their session groups, sessions) of the
         persons before and after; several when a relink merges persons."""
@@ -198,22 +171,13 @@ class RollupDelta:
                 for session in sessions:
                     self.add_session(session)
             return
-        # counters: only what differs (most of a re-derived person's facts and sessions are unchanged)
-        old_facts = Counter(fg for _, facts, _ in old for fg in facts)
-        new_facts = Counter(fg for _, facts, _ in new for fg in facts)
-        old_sessions = Counter(s for _, _, sessions in old for s in sessions)
-        new_sessions = Counter(s for _, _, sessions in new for s in sessions)
-        for sign, fact_changes, session_changes in (
-            (-1, old_facts - new_facts, old_sessions - new_sessions),
-            (1, new_facts - old_facts, new_sessions - old_sessions),
-        ):
-            for (fact, groups), times in fact_changes.items():
-                for _ in range(times):
+        for sign, persons in ((-1, old), (1, new)):
+            for _, facts, sessions in persons:
+                for fact, groups in facts:
                     self._count(fact, groups, sign)
-            for session, count in session_changes.items():
-                for _ in range(count):
+                for session in sessions:
                     self.add_session(session, sign)
-        before, after = _bases(old), _bases(new)
+        before, after = self._bases(old), self._bases(new)
         for n in before.keys() | after.keys():
             was, now = before.get(n, set()), after.get(n, set())
             if was == now:  # the same slots, groups and sets: the same memberships
@@ -223,6 +187,18 @@ class RollupDelta:
                 self._removed.setdefault(key, set()).add(n)
             for key in now_keys - was_keys:
                 self._unit_added.setdefault(key, set()).add(n)
+
+    def _bases(
+        self, persons: Sequence[tuple[int, Sequence[tuple[EventColumns, Groups]], Sequence[SessionLike]]]
+    ) -> dict[int, set[tuple[datetime, Groups, int]]]:
+        """Per person number, the (quarter, groups, set) their facts put them in (a session's facts
+        mostly share these: memberships are expanded from them, once)."""
+        found: dict[int, set[tuple[datetime, Groups, int]]] = {}
+        for n, facts, _ in persons:
+            found.setdefault(n, set()).update(
+                (quarter_of(fact["event_at"]), groups, s) for fact, groups in facts for s in self._tests.sets(fact)
+            )
+        return found
 
     def _memberships(self, bases: set[tuple[datetime, Groups, int]]) -> set[tuple[Unit, str, str, int]]:
         """The (unit, dimension, group, set) memberships of (quarter, groups, set) bases."""
@@ -235,13 +211,14 @@ class RollupDelta:
     # --- the rows -------------------------------------------------------------------------------
 
     def changes(self) -> dict[tuple[str, Unit, str], Change]:
-        """Per (dimension, unit, group) this delta changes: counter deltas in COUNTERS order, and the
-        person numbers added to and removed from each set (indexes into SET_OF)."""
-        width = len(EVENT_COUNTERS) + len(SESSION_COUNTERS)
+        """Per (dimension, unit, group) this delta changes: counter deltas in REGISTRY.counter_names()
+        order, and the person numbers added to and removed from each set (indexes into
+        REGISTRY.person_sets)."""
+        width = len(self._counter_names)
         # first onto each dimension per quarter (many group tuples share a dimension's value), then
         # each quarter's rows onto its hour and day: 7 + 3 steps per entry instead of 7 x 3
         counters: dict[tuple[datetime, int, str], list[float]] = {}
-        for counters_of, offset in ((self._events, 0), (self._sessions, len(EVENT_COUNTERS))):
+        for counters_of, offset in ((self._events, 0), (self._sessions, self._event_width)):
             for (quarter, groups), values in counters_of.items():
                 nonzero = [(offset + i, v) for i, v in enumerate(values) if v]
                 if not nonzero:
@@ -287,9 +264,9 @@ class RollupDelta:
         """The changes as (dimension, unit, group, Rollup part)."""
         out = []
         for (dim, unit, grp), change in self.changes().items():
-            r = Rollup(dict(zip(COUNTERS, change.counters, strict=True)))
-            r.sets = {SET_OF[s]: BitMap(numbers) for s, numbers in change.added.items()}
-            r.removed = {SET_OF[s]: BitMap(numbers) for s, numbers in change.removed.items()}
+            r = Rollup(dict(zip(self._counter_names, change.counters, strict=True)))
+            r.sets = {self._set_names[s]: BitMap(numbers) for s, numbers in change.added.items()}
+            r.removed = {self._set_names[s]: BitMap(numbers) for s, numbers in change.removed.items()}
             out.append((dim, unit, grp, r))
         return out
 

@@ -39,7 +39,7 @@ from app.domain.person import (
     extend_person,
     person_id_of,
 )
-from app.domain.rollup_delta import Fact, Groups, RollupDelta, groups_of
+from app.domain.rollup_delta import EventColumns, Groups, RollupDelta, groups_of
 from app.domain.rules import CompiledRuleset
 from app.errors import DATABASE_DOWN
 from app.pipeline import rollup
@@ -81,15 +81,10 @@ def is_order(event: Event, ruleset: CompiledRuleset) -> bool:
     return classify(event, PersonHistory(), ruleset).order
 
 
-def _fact(f: EventFacts, e: Event) -> Fact:
-    return Fact(e.event_at, e.type, e.channel, f.stage.value, f.goal, f.value, f.is_lead, f.is_order,
-                f.is_first_event, f.is_first_order, f.is_repeat_order, f.nps_score)  # fmt: skip
-
-
-def _stored_fact(row: Any) -> Fact:
-    return Fact(row["event_at"], row["type"], row["channel"], row["stage"] or "none", row["goal"], row["value"],
-                row["is_lead"], row["is_order"], row["is_first_event"], row["is_first_order"],
-                row["is_repeat_order"], row["nps_score"])  # fmt: skip
+def _fact(f: EventFacts, e: Event) -> EventColumns:
+    """An event being derived as the rollups read a stored one (its `event` row's columns)."""
+    return {"event_at": e.event_at, "type": e.type, "channel": e.channel,
+            **dict(zip(FACT_COLUMNS, person_store.fact_values(f), strict=True))}  # fmt: skip
 
 
 @dataclass
@@ -189,11 +184,11 @@ async def _derive_again(
         old_sessions.setdefault(person_id, []).append(s)
     old_groups = {s.session_key: groups_of(s) for ss in old_sessions.values() for s in ss}
     stored = {r["event_id"]: r for r in rows}
-    old_facts: dict[str, list[tuple[Fact, Groups]]] = {p: [] for p in slow}
+    old_facts: dict[str, list[tuple[EventColumns, Groups]]] = {p: [] for p in slow}
     events: dict[str, list[Event]] = {p: list(by_person.get(p, ())) for p in slow}
     for row in rows:
         if not row["is_bot"] and row["session_key"] in old_groups:
-            old_facts[row["person_id"]].append((_stored_fact(row), old_groups[row["session_key"]]))
+            old_facts[row["person_id"]].append((row, old_groups[row["session_key"]]))
         if row["event_id"] in demoted:
             continue
         anonymous = row["anonymous_id"]

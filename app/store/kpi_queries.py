@@ -1,19 +1,23 @@
 """KPI counts straight from events and sessions, aggregated in SQL (one row per bucket and group).
 
-Group and bucket expressions come from fixed whitelists, never from user text.
+Which counters and person sets are counted, and how, comes from the KPI registry
+(app.domain.kpis.registry, rendered by app.store.kpi_sql). Group and bucket expressions come from
+fixed whitelists, never from user text; every value of a request (site, period, granularity, time
+zone, the top groups of a limited breakdown) is a bound parameter.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from app.domain.kpis import Bucket, Counts, Granularity
+from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts, Granularity
+from app.store.kpi_sql import counter_sql, distinct_persons_sql, where_sql
 
 BREAKDOWNS = {
     "channel": "s.channel",
@@ -25,12 +29,6 @@ BREAKDOWNS = {
 }
 NO_GROUP = "''"
 OTHER = "(other)"
-
-
-def _text_literal(value: str) -> str:
-    """A group value (campaign names come from trackers) as an escape-string literal: backslashes and
-    quotes escaped, so it is safe whatever standard_conforming_strings says."""
-    return "E'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 async def top_groups(conn: asyncpg.Connection, q: Query, limit: int) -> list[str]:
@@ -57,14 +55,22 @@ class Query:
     top: tuple[str, ...] = ()  # with a breakdown: these groups by name, every other one as OTHER
 
     @property
+    def params(self) -> tuple[Any, ...]:
+        """$1 site, $2 start, $3 end, $4 granularity and $5 time zone (not for a total), then the top
+        groups (a limited breakdown): every value from the request travels as a parameter."""
+        found: tuple[Any, ...] = (self.site_id, self.start, self.end)
+        if self.granularity is not Granularity.TOTAL:
+            found += (self.granularity.value, self.tz)
+        return (*found, list(self.top)) if self.breakdown and self.top else found
+
+    @property
     def group(self) -> str:
         if not self.breakdown:
             return NO_GROUP
         expression = BREAKDOWNS[self.breakdown]
         if not self.top:
             return expression
-        listed = ", ".join(_text_literal(value) for value in self.top)
-        return f"CASE WHEN {expression} IN ({listed}) THEN {expression} ELSE '{OTHER}' END"
+        return f"CASE WHEN {expression} = ANY(${len(self.params)}::text[]) THEN {expression} ELSE '{OTHER}' END"
 
     @property
     def join(self) -> str:
@@ -73,83 +79,66 @@ class Query:
     def bucket(self, column: str) -> str:
         if self.granularity is Granularity.TOTAL:
             return "$2::timestamptz"
-        return f"date_trunc('{self.granularity.value}', {column}, $4::text)"
-
-    @property
-    def params(self) -> tuple[Any, ...]:
-        base = (self.site_id, self.start, self.end)
-        return base if self.granularity is Granularity.TOTAL else (*base, self.tz)
+        return f"date_trunc($4::text, {column}, $5::text)"
 
 
 def _event_counts_sql(q: Query) -> str:
+    columns = [f"{counter_sql(c, 'e')} AS {c.name}" for c in REGISTRY.event_counters()]
+    columns += [f"{distinct_persons_sql(REGISTRY.person_set(name), 'e')} AS {name}" for name in REGISTRY.kpi_sets()]
     return f"""
 SELECT {q.bucket("e.event_at")} AS bucket, {q.group} AS grp,
-  count(DISTINCT e.person_id) AS visitors,
-  count(DISTINCT e.person_id) FILTER (WHERE e.is_first_event) AS new_visitors,
-  count(*) FILTER (WHERE e.type IN ('page', 'screen')) AS pageviews,
-  count(*) FILTER (WHERE e.stage = 'act') AS act_events,
-  count(*) FILTER (WHERE e.is_lead) AS leads,
-  count(DISTINCT e.person_id) FILTER (WHERE e.is_lead) AS lead_persons,
-  count(*) FILTER (WHERE e.is_order) AS orders,
-  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order), 0)::int8 AS revenue,  -- cents (MONEY_SCALE)
-  count(DISTINCT e.person_id) FILTER (WHERE e.is_first_order) AS new_customers,
-  count(DISTINCT e.person_id) FILTER (WHERE e.is_order) AS order_persons,
-  count(*) FILTER (WHERE e.is_order AND e.channel = 'Offline') AS offline_orders,
-  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order AND e.channel = 'Offline'), 0)::int8 AS offline_revenue,
-  count(*) FILTER (WHERE e.stage = 'engage') AS engage_events,
-  count(*) FILTER (WHERE e.is_repeat_order) AS repeat_orders,
-  count(DISTINCT e.person_id) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
-  count(e.nps_score) FILTER (WHERE e.goal = 'nps') AS nps_responses,
-  count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score >= 9) AS nps_promoters,
-  count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score <= 6) AS nps_detractors
+  {", ".join(columns)}
 FROM event e {q.join}
 WHERE e.site_id = $1 AND NOT e.is_bot AND e.event_at >= $2 AND e.event_at < $3
 GROUP BY 1, 2"""
 
 
 def _session_counts_sql(q: Query) -> str:
+    columns = [f"{counter_sql(c, 's')} AS {c.name}" for c in REGISTRY.session_counters()]
     return f"""
 SELECT {q.bucket("s.started_at")} AS bucket, {q.group} AS grp,
-  count(*) AS sessions,
-  count(*) FILTER (WHERE s.is_bounce) AS bounces,
-  COALESCE(sum(extract(epoch FROM s.ended_at - s.started_at)), 0)::float8 AS session_seconds
+  {", ".join(columns)}
 FROM session s
 WHERE s.site_id = $1 AND s.started_at >= $2 AND s.started_at < $3
 GROUP BY 1, 2"""
 
 
 def _first_orders_sql(q: Query) -> str:
-    """Per group, each customer's first order (in that group) before the period's end."""
+    """Per group, each customer's first order (in that group) before the period's end (TO_DATE.persons)."""
+    orders = where_sql(REGISTRY.person_set(TO_DATE.persons).where, "e")
     return f"""
 SELECT {q.group} AS grp, e.person_id, min(e.event_at) AS first_at
 FROM event e {q.join}
-WHERE e.site_id = $1 AND NOT e.is_bot AND e.is_order AND e.event_at < $3
+WHERE e.site_id = $1 AND NOT e.is_bot AND {orders} AND e.event_at < $3
 GROUP BY 1, 2"""
 
 
 def _to_date_sql(q: Query) -> str:
     before = f"CASE WHEN {{col}} < $2 THEN NULL ELSE {q.bucket('{col}')} END"
+    revenue = REGISTRY.counter(TO_DATE.cents)  # its condition in WHERE: only those events are grouped
+    summed = counter_sql(replace(revenue, where=()), "e")
     return f"""
 WITH f AS ({_first_orders_sql(q)})
 SELECT {before.format(col="f.first_at")} AS bucket, f.grp, count(*) AS customers, 0::int8 AS revenue
 FROM f GROUP BY 1, 2
 UNION ALL
-SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, COALESCE(sum(round(e.value * 100)), 0)::int8
+SELECT {before.format(col="e.event_at")} AS bucket, {q.group} AS grp, 0, {summed}
 FROM event e {q.join}
-WHERE e.site_id = $1 AND NOT e.is_bot AND e.is_order AND e.event_at < $3
+WHERE e.site_id = $1 AND NOT e.is_bot AND {where_sql(revenue.where, "e")} AND e.event_at < $3
 GROUP BY 1, 2"""
 
 
 def _active_customers_sql(q: Query) -> str:
     n = len(q.params) + 1
+    seen = where_sql(REGISTRY.person_set(TO_DATE.seen).where, "e")
     return f"""
 WITH f AS ({_first_orders_sql(q)}),
 seen AS (
   SELECT DISTINCT {q.bucket("e.event_at")} AS bucket, {q.group} AS grp, e.person_id
   FROM event e {q.join}
-  WHERE e.site_id = $1 AND NOT e.is_bot AND e.event_at >= $2 AND e.event_at < $3
+  WHERE e.site_id = $1 AND NOT e.is_bot AND e.event_at >= $2 AND e.event_at < $3 AND {seen}
 )
-SELECT seen.bucket, seen.grp, count(*) AS active_customers
+SELECT seen.bucket, seen.grp, count(*) AS {TO_DATE.active}
 FROM seen
 JOIN f ON f.grp = seen.grp AND f.person_id = seen.person_id
 JOIN unnest(${n}::timestamptz[], ${n + 1}::timestamptz[]) AS b(aligned, bucket_end) ON b.aligned = seen.bucket
@@ -157,9 +146,12 @@ WHERE f.first_at < b.bucket_end
 GROUP BY 1, 2"""
 
 
-async def kpi_counts(pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket]) -> dict[tuple[datetime, str], Counts]:
-    """Counts per (aligned bucket start, group); group '' when there is no breakdown. The four
-    queries run at once, each on its own connection (PostgreSQL works them in parallel)."""
+async def event_counts(
+    pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket]
+) -> dict[tuple[datetime, str], Counts]:
+    """Counts per (aligned bucket start, group) aggregated from the events and sessions; group ''
+    when there is no breakdown. The four queries run at once, each on its own connection
+    (PostgreSQL works them in parallel)."""
     aligned = [b.aligned for b in bucket_list]
     ends = [b.end for b in bucket_list]
     events, sessions, active, to_date = await asyncio.gather(
@@ -171,22 +163,13 @@ async def kpi_counts(pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket]
     result: dict[tuple[datetime, str], Counts] = {}
 
     def slot(bucket: datetime, grp: str) -> Counts:
-        return result.setdefault((bucket, grp), Counts())
+        return result.setdefault((bucket, grp), {})
 
-    for row in events:
+    for row in (*events, *sessions, *active):
         counts = slot(row["bucket"], row["grp"])
         for name, value in row.items():
             if name not in ("bucket", "grp"):
-                setattr(counts, name, value)
-    for row in sessions:
-        counts = slot(row["bucket"], row["grp"])
-        counts.sessions, counts.bounces, counts.session_seconds = (
-            row["sessions"],
-            row["bounces"],
-            row["session_seconds"],
-        )
-    for row in active:
-        slot(row["bucket"], row["grp"]).active_customers = row["active_customers"]
+                counts[name] = value
     _add_to_date(to_date, aligned, slot)
     return result
 
@@ -202,7 +185,7 @@ async def _fetch(pool: asyncpg.Pool, sql: str, *params: Any, hash_joins: bool = 
 
 
 def _add_to_date(rows: Sequence[Any], aligned: list[datetime], slot: Any) -> None:
-    """customers_to_date and revenue_to_date: running sums over the buckets, from before the period on."""
+    """The to-date customers and revenue: running sums over the buckets, from before the period on."""
     per_group: dict[str, dict[datetime | None, tuple[int, int]]] = {}
     for row in rows:
         customers, revenue = per_group.setdefault(row["grp"], {}).get(row["bucket"], (0, 0))
@@ -213,4 +196,4 @@ def _add_to_date(rows: Sequence[Any], aligned: list[datetime], slot: Any) -> Non
             add_customers, add_revenue = by_bucket.get(start, (0, 0))
             customers, revenue = customers + add_customers, revenue + add_revenue
             counts = slot(start, grp)
-            counts.customers_to_date, counts.revenue_to_date = customers, revenue
+            counts[TO_DATE.customers], counts[TO_DATE.revenue] = customers, revenue

@@ -4,6 +4,9 @@ A key (site, dimension, unit, group) has parts: part 0 is its base, parts > 0 ar
 by derivations in commit order (one part id per derivation, from rollup_part_seq, taken under the
 site's derivation lock). A reader folds a key's parts in part order; compaction folds them into the
 base. The operators' rebuild recomputes units from the events (quarter_sources).
+
+A row has one column per counter and two per person set (its persons, and those a delta part
+removes: `<set>_removed`), named as the KPI registry names them (app.domain.kpis.registry).
 """
 
 from __future__ import annotations
@@ -15,18 +18,24 @@ from typing import Any
 import asyncpg
 from pyroaring import BitMap
 
-from app.domain.rollup import COUNTERS, PERSON_SETS, QUARTER, Rollup, Unit
-from app.domain.rollup_delta import SET_OF, Change
+from app.domain.kpis import REGISTRY
+from app.domain.kpis.registry import Registry
+from app.domain.rollup import QUARTER, Rollup, Unit
+from app.domain.rollup_delta import Change
 from app.store.kpi_queries import BREAKDOWNS
+from app.store.kpi_sql import counter_sql, person_numbers_sql
 
 SLOT = "date_bin('15 minutes', {col}, timestamptz '2000-01-01 00:00:00+00')"
 # (dimension, group expression over the session s); '' is the undivided total
 DIMENSIONS = [("", "''"), *BREAKDOWNS.items()]
 _DIM_VALUES = ", ".join(f"('{dim}', {expr})" for dim, expr in DIMENSIONS)
-REMOVED = tuple(f"{name}_removed" for name in PERSON_SETS)
-assert PERSON_SETS == SET_OF  # a change's set indexes are the columns' order
-COLUMNS = ("site_id", "dim", "level", "slot", "grp", "part", *COUNTERS, *PERSON_SETS, *REMOVED)
 KeyRow = tuple[str, Unit, str, Rollup]  # (dimension, unit, group, rollup)
+
+
+def _columns(registry: Registry) -> tuple[str, ...]:
+    sets = registry.set_names()
+    return ("site_id", "dim", "level", "slot", "grp", "part", *registry.counter_names(), *sets,
+            *(f"{name}_removed" for name in sets))  # fmt: skip
 
 
 async def plan_by_index(conn: asyncpg.Connection) -> None:
@@ -66,45 +75,26 @@ async def number_persons(conn: asyncpg.Connection, site_id: int, slots: Sequence
     await conn.execute(_numbering_sql(events), site_id, list(slots))
 
 
-_EVENT_SQL_TEMPLATE = """
-SELECT {slot} AS slot, d.dim, d.grp,
-  count(*) FILTER (WHERE e.is_first_event) AS new_visitors,
-  count(*) FILTER (WHERE e.type IN ('page', 'screen')) AS pageviews,
-  count(*) FILTER (WHERE e.stage = 'act') AS act_events,
-  count(*) FILTER (WHERE e.is_lead) AS leads,
-  count(*) FILTER (WHERE e.is_order) AS orders,
-  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order), 0) AS revenue,  -- cents
-  count(*) FILTER (WHERE e.is_first_order) AS new_customers,
-  count(*) FILTER (WHERE e.is_order AND e.channel = 'Offline') AS offline_orders,
-  COALESCE(sum(round(e.value * 100)) FILTER (WHERE e.is_order AND e.channel = 'Offline'), 0) AS offline_revenue,
-  count(*) FILTER (WHERE e.stage = 'engage') AS engage_events,
-  count(*) FILTER (WHERE e.is_repeat_order) AS repeat_orders,
-  count(e.nps_score) FILTER (WHERE e.goal = 'nps') AS nps_responses,
-  count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score >= 9) AS nps_promoters,
-  count(*) FILTER (WHERE e.goal = 'nps' AND e.nps_score <= 6) AS nps_detractors,
-  array_agg(n.number) AS visitors,
-  array_agg(n.number) FILTER (WHERE e.is_lead) AS lead_persons,
-  array_agg(n.number) FILTER (WHERE e.is_order) AS order_persons,
-  array_agg(n.number) FILTER (WHERE e.is_repeat_order) AS repeat_customers,
-  array_agg(n.number) FILTER (WHERE e.stage = 'act') AS act_persons,
-  array_agg(n.number) FILTER (WHERE e.stage = 'convert') AS convert_persons,
-  array_agg(n.number) FILTER (WHERE e.stage = 'engage') AS engage_persons
+def _event_sql(registry: Registry) -> str:
+    counters = [f"{counter_sql(c, 'e')} AS {c.name}" for c in registry.event_counters()]
+    sets = [f"{person_numbers_sql(p, 'e', 'n.number')} AS {p.name}" for p in registry.person_sets]
+    events = f"unnest($2::timestamptz[]) AS q(slot) CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e"
+    return f"""
+SELECT {SLOT.format(col="e.event_at")} AS slot, d.dim, d.grp,
+  {", ".join((*counters, *sets))}
 FROM {events}
 JOIN person_number n ON n.site_id = e.site_id AND n.person_id = e.person_id
 LEFT JOIN session s ON s.site_id = e.site_id AND s.session_key = e.session_key
-CROSS JOIN LATERAL (VALUES {dims}) AS d(dim, grp)
+CROSS JOIN LATERAL (VALUES {_DIM_VALUES}) AS d(dim, grp)
 WHERE d.grp IS NOT NULL AND (d.dim = '' OR s.session_key IS NOT NULL)  -- a breakdown needs the session
 GROUP BY 1, 2, 3"""
-_EVENT_SQL = _EVENT_SQL_TEMPLATE.format(
-    slot=SLOT.format(col="e.event_at"), dims=_DIM_VALUES,
-    events=f"unnest($2::timestamptz[]) AS q(slot) CROSS JOIN LATERAL ({_EVENTS_OF_SLOT}) e",
-)  # fmt: skip
 
-_SESSION_SQL = f"""
+
+def _session_sql(registry: Registry) -> str:
+    counters = [f"{counter_sql(c, 's')} AS {c.name}" for c in registry.session_counters()]
+    return f"""
 SELECT {SLOT.format(col="s.started_at")} AS slot, d.dim, d.grp,
-  count(*) AS sessions,
-  count(*) FILTER (WHERE s.is_bounce) AS bounces,
-  COALESCE(sum(extract(epoch FROM s.ended_at - s.started_at)), 0)::float8 AS session_seconds
+  {", ".join(counters)}
 FROM unnest($2::timestamptz[]) AS q(slot)
 CROSS JOIN LATERAL ({_SESSIONS_OF_SLOT}) s
 CROSS JOIN LATERAL (VALUES {_DIM_VALUES}) AS d(dim, grp)
@@ -116,8 +106,8 @@ async def quarter_sources(
 ) -> tuple[list[Any], list[Any]]:
     """Per (slot, dim, group) of these quarters: event counters and person-number arrays, and session
     counters (a session counts in the slot where it starts; an event under its session's values)."""
-    events = await conn.fetch(_EVENT_SQL, site_id, list(slots))
-    sessions = await conn.fetch(_SESSION_SQL, site_id, list(slots))
+    events = await conn.fetch(REGISTRY.derived(_event_sql), site_id, list(slots))
+    sessions = await conn.fetch(REGISTRY.derived(_session_sql), site_id, list(slots))
     return events, sessions
 
 
@@ -127,7 +117,7 @@ async def load_rows(
     """Stored parts of these units for these dimensions, with only the named person sets (added
     and removed), in part order."""
     levels, slots = zip(*units, strict=True) if units else ((), ())
-    picked = ", ".join((*COUNTERS, *sets, *(f"{name}_removed" for name in sets)))
+    picked = ", ".join((*REGISTRY.counter_names(), *sets, *(f"{name}_removed" for name in sets)))
     rows: list[Any] = await conn.fetch(
         f"""SELECT r.dim, r.level, r.slot, r.grp, r.part, {picked}
             FROM rollup r JOIN unnest($2::char(1)[], $3::timestamptz[]) AS u(level, slot)
@@ -163,15 +153,15 @@ async def append_parts(
     """One derivation's changes as delta parts with this part id (COPY)."""
     records = []
     for (dim, (level, slot), grp), change in changes.items():
-        added: list[bytes | None] = [None] * len(PERSON_SETS)
-        removed: list[bytes | None] = [None] * len(PERSON_SETS)
+        added: list[bytes | None] = [None] * len(REGISTRY.person_sets)
+        removed: list[bytes | None] = [None] * len(REGISTRY.person_sets)
         for s, numbers in change.added.items():
             added[s] = BitMap(numbers).serialize()
         for s, numbers in change.removed.items():
             removed[s] = BitMap(numbers).serialize()
         records.append((site_id, dim, level, slot, grp, part, *change.counters, *added, *removed))
     if records:
-        await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
+        await conn.copy_records_to_table("rollup", records=records, columns=REGISTRY.derived(_columns))
 
 
 # keys as parameters $2-$5, each looked up on its own in the primary key (a join of the keys with
@@ -234,18 +224,20 @@ async def replace_keys(conn: asyncpg.Connection, site_id: int, rows: Sequence[Ke
 
 
 async def _copy_rows(conn: asyncpg.Connection, site_id: int, rows: Sequence[KeyRow], part: int) -> None:
+    counters = REGISTRY.counter_names()
     records = [
-        (site_id, dim, level, slot, grp, part, *(r.counters[name] for name in COUNTERS), *_serialized(r))
+        (site_id, dim, level, slot, grp, part, *(r.counters[name] for name in counters), *_serialized(r))
         for dim, (level, slot), grp, r in rows
     ]
     if records:
-        await conn.copy_records_to_table("rollup", records=records, columns=COLUMNS)
+        await conn.copy_records_to_table("rollup", records=records, columns=REGISTRY.derived(_columns))
 
 
 def _serialized(r: Rollup) -> list[bytes | None]:
+    names = REGISTRY.set_names()
     return [
-        *(r.sets[name].serialize() if name in r.sets else None for name in PERSON_SETS),
-        *(r.removed[name].serialize() if name in r.removed else None for name in PERSON_SETS),
+        *(r.sets[name].serialize() if name in r.sets else None for name in names),
+        *(r.removed[name].serialize() if name in r.removed else None for name in names),
     ]
 
 
@@ -261,10 +253,11 @@ async def site_zones(conn: asyncpg.Connection, site_ids: Sequence[int]) -> dict[
     return {r["site_id"]: r["timezone"] for r in rows}
 
 
-def rollup_of(record: Any, sets: Sequence[str] = PERSON_SETS) -> Rollup:
-    """A stored part as a Rollup (counters, the named sets, and the persons it removes from them)."""
-    r = Rollup({name: record[name] for name in COUNTERS})
-    for name in sets:
+def rollup_of(record: Any, sets: Sequence[str] | None = None) -> Rollup:
+    """A stored part as a Rollup (counters, the named sets (default: all), and the persons it
+    removes from them)."""
+    r = Rollup({name: record[name] for name in REGISTRY.counter_names()})
+    for name in REGISTRY.set_names() if sets is None else sets:
         if record[name] is not None:
             r.sets[name] = BitMap.deserialize(record[name])
         if record[f"{name}_removed"] is not None:

@@ -14,9 +14,9 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from app.domain.dashboard import kpi_text
-from app.domain.kpis import KPI_NAMES
 from tests.conftest import PROJECT
 from tests.dashboard.conftest import Demo, Server, Watched, last_days, sign_in
+from tests.oracle import KPI_NAMES
 
 PANELS = ("quality", "kpis", "plan", "funnel", "chart", "by_group", "by_peso", "goals", "cohorts")
 JS_BUDGET_GZIP = 50 * 1024

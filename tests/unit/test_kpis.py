@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.domain.kpis import KPI_NAMES, Bucket, Counts, Granularity, buckets, funnel_steps, kpis_of, parse_bound
+from app.domain.kpis import Bucket, Counts, Granularity, buckets, funnel_steps, kpis_of, parse_bound
+from tests.oracle import KPI_NAMES
 
 BERLIN = ZoneInfo("Europe/Berlin")
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -200,8 +201,8 @@ RATIOS = (
 )
 
 
-def test_kpis_of_names_every_kpi() -> None:
-    assert tuple(kpis_of(Counts())) == KPI_NAMES
+def test_kpis_of_names_every_kpi_of_design_in_its_order() -> None:
+    assert tuple(kpis_of(Counts())) == KPI_NAMES  # the oracle's list, written from DESIGN §5
 
 
 def test_ratios_are_null_on_zero_denominators() -> None:

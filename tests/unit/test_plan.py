@@ -6,12 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.domain.kpis import KPI_NAMES, Bucket
+from app.domain.kpis import REGISTRY, Bucket, Direction
 from app.domain.plan import (
-    DIRECTIONS,
     PACING_MIN_SHARE,
-    Direction,
     attainment,
+    direction,
     elapsed_share,
     pacing,
     plan,
@@ -25,9 +24,8 @@ NINE_HOURS_IN = MARCH_START + timedelta(hours=9)
 
 
 def test_every_kpi_knows_its_direction_and_bounce_rate_is_lower_is_better() -> None:
-    assert set(DIRECTIONS) == set(KPI_NAMES)
-    assert [k for k, d in DIRECTIONS.items() if d is Direction.LOWER] == ["bounce_rate"]
-    assert DIRECTIONS["conversion_rate"] is Direction.HIGHER
+    assert [k for k in REGISTRY.names() if direction(k) is Direction.LOWER] == ["bounce_rate"]
+    assert direction("conversion_rate") is Direction.HIGHER
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pyroaring import BitMap
 
 from app.domain.person import SessionFacts
 from app.domain.rollup import DAY, HOUR, QUARTER, Rollup, folded
-from app.domain.rollup_delta import DIMENSIONS, Fact, RollupDelta, groups_of
+from app.domain.rollup_delta import DIMENSIONS, EventColumns, RollupDelta, groups_of
 
 AT = datetime(2026, 5, 1, 10, 5, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -22,13 +22,21 @@ def _session(key: str, channel: str = "Direct", start: datetime = AT, events: in
                         "desktop", None, None, None)  # fmt: skip
 
 
-def _page(at: datetime = AT, first: bool = False) -> Fact:
-    return Fact(at, "page", "Direct", "reach", "page_view", None, False, False, first, False, False, None)
+def _event(at: datetime, type: str, stage: str, goal: str, value: float | None = None, first: bool = False,
+           order: bool = False, first_order: bool = False, repeat: bool = False) -> EventColumns:  # fmt: skip
+    """An event's stored columns, as derivation hands them to the rollups."""
+    return {"event_at": at, "type": type, "channel": "Direct", "stage": stage, "goal": goal, "value": value,
+            "is_lead": False, "is_order": order, "is_first_event": first, "is_first_order": first_order,
+            "is_repeat_order": repeat, "nps_score": None}  # fmt: skip
 
 
-def _order(at: datetime, value: float, repeat: bool) -> Fact:
-    return Fact(at, "track", "Direct", "engage" if repeat else "convert", "purchase", value, False, True, False,
-                not repeat, repeat, None)  # fmt: skip
+def _page(at: datetime = AT, first: bool = False) -> EventColumns:
+    return _event(at, "page", "reach", "page_view", first=first)
+
+
+def _order(at: datetime, value: float, repeat: bool) -> EventColumns:
+    stage = "engage" if repeat else "convert"
+    return _event(at, "track", stage, "purchase", value, order=True, first_order=not repeat, repeat=repeat)
 
 
 def _units(delta: RollupDelta, at: datetime) -> tuple[tuple[str, datetime], ...]:
