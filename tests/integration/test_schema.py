@@ -104,7 +104,8 @@ _CATALOG = {
     "constraints": f"""SELECT c.relname, k.conname, pg_get_constraintdef(k.oid)
                        FROM ({_RELATIONS}) c JOIN pg_constraint k ON k.conrelid = c.oid""",
     "indexes": f"""SELECT c.relname, i.relname, replace(pg_get_indexdef(x.indexrelid), ' ' || $1 || '.', ' ')
-                   FROM ({_RELATIONS}) c JOIN pg_index x ON x.indrelid = c.oid JOIN pg_class i ON i.oid = x.indexrelid""",
+                   FROM ({_RELATIONS}) c JOIN pg_index x ON x.indrelid = c.oid
+                   JOIN pg_class i ON i.oid = x.indexrelid""",
     "partitioning": f"""SELECT c.relname, pg_get_partkeydef(c.oid),
                                (SELECT p.relname FROM pg_inherits h JOIN pg_class p ON p.oid = h.inhrelid
                                 WHERE h.inhparent = c.oid AND pg_get_expr(p.relpartbound, p.oid) = 'DEFAULT')
