@@ -3,8 +3,9 @@
 
 The migrations stay the way the schema changes; this module is what it is. `alembic check` (and
 tests/integration/test_schema.py) compares the two on a freshly migrated database and fails on any
-drift. Hand-written SQL in app/store names its columns from these tables where that is practical;
-nothing here runs on a hot path (column lists and casts are computed once, at import).
+drift. Hand-written SQL in app/store takes column lists and casts from these tables where that is
+practical (app/store/inbox.py, app/store/persons.py); nothing here runs on a hot path (column lists
+and casts are computed once, at import).
 
 Names: constraints PostgreSQL would have named itself follow NAMING_CONVENTION (migration 0011
 renamed the two that predate it); indexes and the one unique constraint keep the descriptive names
@@ -115,7 +116,7 @@ site = Table(
     Column("timezone", Text, nullable=False, server_default=text("'UTC'::text")),
     Column("domains", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
     _timestamp("created_at", server_default=NOW),
-    Column("currency", Text),  # ISO 4217; NULL: any currency counts (0010)
+    Column("currency", Text),  # ISO 4217, optional: orders in another currency count without their value
 )  # fmt: skip
 
 site_key = Table(
