@@ -18,7 +18,7 @@ from pyroaring import BitMap
 from app.domain import rollup as domain
 from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts, limited_groups
 from app.domain.rollup import DAY, HOUR, QUARTER, Rollup, Rows, Unit
-from app.store import rollups as store
+from app.store import rollups as rollup_store
 from app.store.kpi_queries import OTHER
 from app.store.locks import lock_derivation
 from app.store.rollups import rollup_of
@@ -28,8 +28,8 @@ SLOTS_PER_REBUILD = 96  # one day of quarters per transaction
 
 async def rebuild(conn: asyncpg.Connection, site_id: int, quarters: Sequence[datetime], zone: ZoneInfo) -> None:
     """Recompute these quarters from the events, then their hours and local days from the quarters."""
-    await store.number_persons(conn, site_id, quarters)
-    events, sessions = await store.quarter_sources(conn, site_id, quarters)
+    await rollup_store.number_persons(conn, site_id, quarters)
+    events, sessions = await rollup_store.quarter_sources(conn, site_id, quarters)
     fresh: dict[tuple[str, Unit, str], Rollup] = {}
     for record in events:
         fresh[(record["dim"], (QUARTER, record["slot"]), record["grp"])] = _event_rollup(record)
@@ -38,7 +38,7 @@ async def rebuild(conn: asyncpg.Connection, site_id: int, quarters: Sequence[dat
         for c in REGISTRY.session_counters():
             r.counters[c.name] = record[c.name]
     rows = [(dim, unit, grp, r) for (dim, unit, grp), r in fresh.items()]
-    await store.replace_rows(conn, site_id, [(QUARTER, q) for q in quarters], rows)
+    await rollup_store.replace_rows(conn, site_id, [(QUARTER, q) for q in quarters], rows)
     hours, days = domain.parents(quarters, zone)
     hour = timedelta(hours=1)
     await _merge_parents(conn, site_id, {(HOUR, h): domain.cover(h, h + hour, zone, QUARTER) for h in hours})
@@ -50,7 +50,8 @@ async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[
     if not children:
         return
     wanted = {u for units in children.values() for u in units}
-    rows = await store.load_rows(conn, site_id, wanted, [d for d, _ in store.DIMENSIONS], REGISTRY.set_names())
+    dims = [d for d, _ in rollup_store.DIMENSIONS]
+    rows = await rollup_store.load_rows(conn, site_id, wanted, dims, REGISTRY.set_names())
     by_unit: dict[Unit, list[Any]] = {}
     for record in rows:
         by_unit.setdefault((record["level"], record["slot"]), []).append(record)
@@ -64,18 +65,18 @@ async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[
             for key, records in parts.items():
                 per_group.setdefault(key, []).append(domain.folded(rollup_of(r) for r in records))
         merged.extend((dim, parent, grp, domain.merged(rs)) for (dim, grp), rs in per_group.items())
-    await store.replace_rows(conn, site_id, list(children), merged)
+    await rollup_store.replace_rows(conn, site_id, list(children), merged)
 
 
 async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start: datetime, end: datetime) -> int:
     """Operators' rebuild: every quarter of [start, end) that holds events or rollup rows is
     recomputed from the events, a day of quarters per transaction, under the site's derivation lock."""
     async with pool.acquire() as conn:
-        quarters = await store.quarters_with_data(conn, site_id, start, end)
+        quarters = await rollup_store.quarters_with_data(conn, site_id, start, end)
         for at in range(0, len(quarters), SLOTS_PER_REBUILD):
             async with conn.transaction():
                 await lock_derivation(conn, site_id)
-                await store.plan_by_index(conn)
+                await rollup_store.plan_by_index(conn)
                 await rebuild(conn, site_id, quarters[at : at + SLOTS_PER_REBUILD], zone)
     return len(quarters)
 
@@ -95,7 +96,7 @@ def _event_rollup(record: Any) -> Rollup:
 
 async def _rows(conn: asyncpg.Connection, site_id: int, units: set[Unit], dim: str, sets: Sequence[str]) -> Rows:
     parts: dict[tuple[Unit, str], list[Rollup]] = {}
-    for record in await store.load_rows(conn, site_id, units, [dim], sets):  # in part order
+    for record in await rollup_store.load_rows(conn, site_id, units, [dim], sets):  # in part order
         parts.setdefault(((record["level"], record["slot"]), record["grp"]), []).append(rollup_of(record, sets))
     rows: Rows = {}
     for (unit, grp), found in parts.items():
@@ -110,7 +111,7 @@ async def rollup_counts(
     """Counts per (aligned bucket start, group) and the top groups of a limited breakdown, from the
     rollups (one snapshot); None when the period's edges are not on 15-minute boundaries."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        p = domain.plan(bucket_list, site_zone, await store.first_slot(conn, site_id))
+        p = domain.plan(bucket_list, site_zone, await rollup_store.first_slot(conn, site_id))
         if p is None:
             return None
         dim = breakdown or ""

@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 
 from app.api.deps import AdminSite, Conn
-from app.store import audit as store
+from app.store import audit as audit_store
 
 router = APIRouter(tags=["audit"])
 
@@ -19,7 +19,7 @@ async def record(
     """Who acted (the admin key's id, or the root token), on which site, what; never a key itself."""
     actor = getattr(request.state, "key_kind", None) or "unknown"
     key_id = getattr(request.state, "key_id", None) if actor != "root" else None
-    await store.insert_audit(conn, site_id, actor, key_id, action, summary or {})
+    await audit_store.insert_audit(conn, site_id, actor, key_id, action, summary or {})
 
 
 AuditLimit = Annotated[int, Query(ge=1, le=1000, description="Entries per page, newest first", examples=[100])]
@@ -30,7 +30,7 @@ AuditBefore = Annotated[
 
 
 async def audit_page(conn: asyncpg.Connection, site_id: int, limit: int, before: int | None) -> dict[str, Any]:
-    entries = await store.list_audit(conn, site_id, limit, before)
+    entries = await audit_store.list_audit(conn, site_id, limit, before)
     return {"site": site_id, "entries": entries, "next_before": entries[-1]["id"] if len(entries) == limit else None}
 
 

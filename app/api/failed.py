@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
-from app.store import failed as store
+from app.store import failed as failed_store
 
 router = APIRouter(tags=["failed events"])
 REPLAY_MAX = 5000
@@ -35,7 +35,7 @@ async def list_failed(
         bool, Query(description="Also list the ones already replayed successfully", examples=[False])
     ] = False,
 ) -> dict[str, Any]:
-    rows = await store.list_failed(conn, site.site_id, limit, before_id, include_replayed)
+    rows = await failed_store.list_failed(conn, site.site_id, limit, before_id, include_replayed)
     items = [
         {
             "id": r["failed_id"],
@@ -61,7 +61,7 @@ class Replay(BaseModel):
 async def replay(
     body: Replay, request: Request, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    rows = await store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
+    rows = await failed_store.pending_failed(conn, site.site_id, body.ids, REPLAY_MAX)
     accepted: list[tuple[int, IncomingEvent]] = []
     still: list[tuple[int, Rejection]] = []
     for row in rows:
@@ -80,8 +80,8 @@ async def replay(
             accepted.append((row["failed_id"], result))
     written = await writer.submit(site.site_id, [e for _, e in accepted])  # returns after COMMIT
     async with conn.transaction():
-        await store.mark_replayed(conn, site.site_id, [i for i, _ in accepted])
-        await store.update_reasons(conn, site.site_id, still)
+        await failed_store.mark_replayed(conn, site.site_id, [i for i, _ in accepted])
+        await failed_store.update_reasons(conn, site.site_id, still)
         summary = {"replayed": len(accepted), "accepted": written.accepted, "still_failing": len(still)}
         await record(conn, request, site.site_id, "failed_events.replay", summary)
     return {

@@ -13,7 +13,7 @@ from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriteKeySites
 from app.config import Settings
 from app.errors import NotFound
-from app.store import sites as store
+from app.store import sites as site_store
 
 router = APIRouter(tags=["keys"])
 KeyId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A key's id (GET /v1/keys)", examples=[3])]
@@ -36,15 +36,15 @@ class Rotation(BaseModel):
 async def rotate(
     request: Request, conn: asyncpg.Connection, settings: Settings, site_id: int, body: Rotation
 ) -> dict[str, Any]:
-    kinds: list[str] = sorted(set(body.kinds), key=store.KINDS.index)
+    kinds: list[str] = sorted(set(body.kinds), key=site_store.KINDS.index)
     grace = timedelta(seconds=settings.write_key_grace_seconds if body.grace_seconds is None else body.grace_seconds)
-    made = await store.rotate_keys(conn, site_id, kinds, grace)
+    made = await site_store.rotate_keys(conn, site_id, kinds, grace)
     _forget_write_keys(request)
     await record(conn, request, site_id, "keys.rotate", {"kinds": kinds, "write_grace_seconds": grace.total_seconds()})
     return {
         "site": site_id,
         **{f"{kind}_key": key for kind, key in made.items()},
-        "keys": await store.list_keys(conn, site_id),
+        "keys": await site_store.list_keys(conn, site_id),
     }
 
 
@@ -55,7 +55,7 @@ def _forget_write_keys(request: Request) -> None:
 
 @router.get("/v1/keys", summary="The site's keys: id, kind, prefix, creation, expiry (never the keys)")
 async def list_keys(site: AdminSite, conn: Conn) -> dict[str, Any]:
-    return {"site": site.site_id, "keys": await store.list_keys(conn, site.site_id)}
+    return {"site": site.site_id, "keys": await site_store.list_keys(conn, site.site_id)}
 
 
 @router.post(
@@ -69,7 +69,7 @@ async def rotate_keys(
 
 
 async def revoke(request: Request, conn: asyncpg.Connection, site_id: int, key_id: int) -> dict[str, Any]:
-    kind = await store.revoke_key(conn, site_id, key_id)
+    kind = await site_store.revoke_key(conn, site_id, key_id)
     if kind is None:
         raise NotFound(f"no valid key {key_id} on this site", "key_not_found")
     _forget_write_keys(request)

@@ -24,7 +24,7 @@ from app.errors import BadRequest, NotFound, Unprocessable
 from app.pipeline.rulesets import default_document
 from app.store import jobs as job_store
 from app.store import persons as person_store
-from app.store import rulesets as store
+from app.store import rulesets as ruleset_store
 from app.wire.body import parse_json, read_body
 
 router = APIRouter(tags=["rules"])
@@ -61,12 +61,12 @@ async def get_rules(
     if version == 0:
         return {"version": 0, "default": True, **default_document()}
     if version is None:
-        found = await store.latest_ruleset(conn, site.site_id)
+        found = await ruleset_store.latest_ruleset(conn, site.site_id)
         if found is None:
             return {"version": 0, "default": True, **default_document()}
         version, document = found
     else:
-        document = await store.ruleset_version(conn, site.site_id, version)
+        document = await ruleset_store.ruleset_version(conn, site.site_id, version)
         if document is None:
             raise NotFound(f"no ruleset version {version}", "ruleset_not_found")
     return {"version": version, "default": False, **document}
@@ -80,7 +80,7 @@ async def put_rules(request: Request, site: AdminSite, conn: Conn, rulesets: Rul
     # A new version applies to events acknowledged after it: the admin key's dependency has waited
     # (bounded) for the ones before to be derived; a backlog past the wait gets the new rules.
     async with conn.transaction():
-        version = await store.insert_ruleset(conn, site.site_id, stored)
+        version = await ruleset_store.insert_ruleset(conn, site.site_id, stored)
         await record(conn, request, site.site_id, "rules.put", {"version": version, "rules": len(compiled.rules)})
     rulesets.forget(site.site_id)
     return {"version": version, "default": False, **stored}

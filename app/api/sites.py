@@ -12,7 +12,7 @@ from app.api import keys
 from app.api.audit import AuditBefore, AuditLimit, audit_page, record
 from app.api.deps import Conn, RootAdmin, SettingsDep
 from app.errors import NotFound
-from app.store import sites as store
+from app.store import sites as site_store
 
 router = APIRouter(tags=["sites"], dependencies=[RootAdmin])
 SiteId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A site's id", examples=[1])]
@@ -86,7 +86,7 @@ class SiteCreated(BaseModel):
     summary="Create a site; its secret read and admin keys are shown only in this answer",
 )
 async def create_site(body: SiteIn, request: Request, conn: Conn) -> SiteCreated:
-    site, made = await store.create_site(conn, body.name, body.timezone, body.domains, body.currency)
+    site, made = await site_store.create_site(conn, body.name, body.timezone, body.domains, body.currency)
     await record(conn, request, site.site_id, "site.create", {"name": site.name, "timezone": site.timezone})
     return SiteCreated(
         id=site.site_id,
@@ -102,26 +102,26 @@ async def create_site(body: SiteIn, request: Request, conn: Conn) -> SiteCreated
 
 @router.get("/v1/sites", summary="All sites (no secret keys)")
 async def list_sites(conn: Conn) -> list[dict[str, Any]]:
-    return await store.list_sites(conn)
+    return await site_store.list_sites(conn)
 
 
 @router.delete("/v1/sites/{site_id}", summary="Purge a site: its events, derived data, keys and settings")
 async def delete_site(site_id: SiteId, request: Request, conn: Conn) -> dict[str, Any]:
-    if not await store.delete_site(conn, site_id):
+    if not await site_store.delete_site(conn, site_id):
         raise NotFound(f"no site {site_id}", "site_not_found")
     await record(conn, request, site_id, "site.delete", {})  # outlives the purge: who purged it, when
     return {"deleted": site_id}
 
 
 async def _existing(conn: Conn, site_id: int) -> None:
-    if not await store.site_exists(conn, site_id):
+    if not await site_store.site_exists(conn, site_id):
         raise NotFound(f"no site {site_id}", "site_not_found")
 
 
 @router.get("/v1/sites/{site_id}/keys", summary="A site's keys (ids, kinds, prefixes, expiry)")
 async def site_keys(site_id: SiteId, conn: Conn) -> dict[str, Any]:
     await _existing(conn, site_id)
-    return {"site": site_id, "keys": await store.list_keys(conn, site_id)}
+    return {"site": site_id, "keys": await site_store.list_keys(conn, site_id)}
 
 
 @router.post("/v1/sites/{site_id}/keys/rotate", summary="Rotate a site's keys (e.g. a lost admin key)")

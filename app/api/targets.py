@@ -12,7 +12,7 @@ from app.api.audit import record
 from app.api.deps import AdminSite, Conn
 from app.domain.kpis import REGISTRY
 from app.domain.plan import direction
-from app.store import targets as store
+from app.store import targets as targets_store
 
 router = APIRouter(tags=["plan"])
 MONTH_PATTERN = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])$"  # 1900-01 .. 2199-12
@@ -42,7 +42,8 @@ def month_start(month: str) -> date:
 
 @router.put("/v1/targets", summary="Set targets (upsert per KPI and month)")
 async def put_targets(body: TargetsIn, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
-    await store.upsert_targets(conn, site.site_id, [(t.kpi, month_start(t.month), t.value) for t in body.targets])
+    rows = [(t.kpi, month_start(t.month), t.value) for t in body.targets]
+    await targets_store.upsert_targets(conn, site.site_id, rows)
     months = sorted({t.month for t in body.targets})
     summary = {"targets": len(body.targets), "kpis": sorted({t.kpi for t in body.targets}), "months": months}
     await record(conn, request, site.site_id, "targets.put", summary)
@@ -64,7 +65,7 @@ async def get_targets(
         Query(alias="to", pattern=MONTH_PATTERN, description="Last month, included (YYYY-MM)", examples=["2026-12"]),
     ] = "2199-12",
 ) -> dict[str, Any]:
-    found = await store.targets_between(conn, site.site_id, month_start(start), month_start(end))
+    found = await targets_store.targets_between(conn, site.site_id, month_start(start), month_start(end))
     return {
         "targets": [
             {"kpi": k, "month": m.strftime("%Y-%m"), "value": v, "direction": direction(k).value}

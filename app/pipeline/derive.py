@@ -301,13 +301,7 @@ async def derive_batch(
     if moved:  # the anonymous events of a newly linked id become the user's, retroactively
         await event_store.relink_anonymous(conn, site_id, moved)
     await write(conn, work, [r["inbox_id"] for r in rows])
-    await conn.execute(
-        """INSERT INTO pipeline_watermark AS w (site_id, derived_events, derived_through, derived_at)
-           VALUES ($1, $2, $3, now())
-           ON CONFLICT (site_id) DO UPDATE SET derived_events = w.derived_events + EXCLUDED.derived_events,
-             derived_through = GREATEST(w.derived_through, EXCLUDED.derived_through), derived_at = now()""",
-        site_id, len(rows), max(r["inbox_id"] for r in rows),
-    )  # fmt: skip
+    await inbox.advance_watermark(conn, site_id, len(rows), max(r["inbox_id"] for r in rows))
     return len(rows)
 
 

@@ -25,7 +25,7 @@ from app import metrics
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
-from app.store import events as store
+from app.store import events as event_store
 from app.store import inbox
 from app.store import sites as site_store
 
@@ -42,7 +42,7 @@ def _fail(submissions: Sequence[_Submission], error: Exception) -> None:
 async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
     """Claim these events' messageIds and append the fresh ones to the inbox, in the caller's
     transaction; the fresh ones (the others were stored before)."""
-    claimed = await store.claim_message_ids(conn, site_id, [e.message_id for e in events])
+    claimed = await event_store.claim_message_ids(conn, site_id, [e.message_id for e in events])
     fresh = [e for e in events if e.message_id in claimed]
     await inbox.append(conn, site_id, fresh)
     return fresh
@@ -194,12 +194,12 @@ class Writer:
                     unique.append(e)
         failures = [f for s in submissions for f in s.failures]
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await site_store.lock_site(conn, site_id):
+            if not await site_store.lock_site_against_purge(conn, site_id):
                 raise SiteGone(site_id)
             fresh = await append(conn, site_id, unique)
-            await store.insert_failed(conn, site_id, failures)
+            await event_store.insert_failed(conn, site_id, failures)
             copies = sum(len(s.events) for s in submissions)
-            await store.count_ingest(
+            await event_store.count_ingest(
                 conn, site_id, self._shard, datetime.now(UTC), len(fresh), copies - len(fresh), len(failures)
             )
         if fresh:

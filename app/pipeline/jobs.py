@@ -18,7 +18,7 @@ import asyncpg
 from app.domain.kpis import Granularity, buckets
 from app.pipeline import derive
 from app.pipeline.rulesets import RulesetCache
-from app.store import jobs as store
+from app.store import jobs as job_store
 from app.store import locks as job_locks
 
 log = logging.getLogger("racetrack.jobs")
@@ -40,13 +40,13 @@ class JobRunner:
     async def start_reclassify(self, site_id: int, start: datetime, end: datetime, tz: str) -> dict[str, Any]:
         params = {"from": start.isoformat(), "to": end.isoformat(), "tz": tz}
         async with self._pool.acquire() as conn:
-            job = await store.create_job(conn, site_id, "reclassify", params, len(_days(params)))
+            job = await job_store.create_job(conn, site_id, "reclassify", params, len(_days(params)))
         self._spawn(job)
         return job
 
     async def resume_unfinished(self) -> None:
         async with self._pool.acquire() as conn:
-            for job in await store.unfinished_jobs(conn):
+            for job in await job_store.unfinished_jobs(conn):
                 self._spawn(job)
 
     async def close(self) -> None:
@@ -77,19 +77,19 @@ class JobRunner:
         async with conn.transaction():
             ruleset_for = await self._rulesets.resolver(conn, site_id)
             await derive.reclassify_between(conn, site_id, *day, ruleset_for)
-            await store.advance_job(conn, site_id, job_id, index + 1)
+            await job_store.advance_job(conn, site_id, job_id, index + 1)
 
     async def _run_locked(self, conn: asyncpg.Connection, site_id: int, job_id: int) -> None:
-        job = await store.get_job(conn, site_id, job_id)
+        job = await job_store.get_job(conn, site_id, job_id)
         if job is None or job["status"] not in ("queued", "running"):
             return
         try:
             days = _days(job["params"])
             for index in range(job["done"], len(days)):
                 await self._reclassify_day(conn, site_id, job_id, index, days[index])
-            await store.finish_job(conn, site_id, job_id, "done")
+            await job_store.finish_job(conn, site_id, job_id, "done")
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is resumed by the next process
         except Exception as exc:
             log.exception("job %s of site %s failed", job_id, site_id)
-            await store.finish_job(conn, site_id, job_id, "failed", f"{type(exc).__name__}: {exc}")
+            await job_store.finish_job(conn, site_id, job_id, "failed", f"{type(exc).__name__}: {exc}")

@@ -13,7 +13,7 @@ import asyncpg
 from app import metrics
 from app.domain.rollup import Unit, folded
 from app.domain.rollup_delta import Change
-from app.store import rollups as store
+from app.store import rollups as rollup_store
 from app.store.rollups import rollup_of
 
 COMPACT_AT = 8  # delta parts a key may gather before a derivation folds them
@@ -22,8 +22,8 @@ COMPACT_AT = 8  # delta parts a key may gather before a derivation folds them
 async def append(conn: asyncpg.Connection, site_id: int, changes: dict[tuple[str, Unit, str], Change]) -> None:
     if not changes:
         return
-    await store.append_parts(conn, site_id, await store.next_part(conn), changes)
-    crowded = await store.crowded_keys(conn, site_id, list(changes), COMPACT_AT)
+    await rollup_store.append_parts(conn, site_id, await rollup_store.next_part(conn), changes)
+    crowded = await rollup_store.crowded_keys(conn, site_id, list(changes), COMPACT_AT)
     await compact(conn, site_id, crowded)
 
 
@@ -32,14 +32,14 @@ async def compact(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[s
     if not keys:
         return 0
     by_key: dict[tuple[str, Unit, str], list[Any]] = {}
-    for record in await store.load_keys(conn, site_id, keys):
+    for record in await rollup_store.load_keys(conn, site_id, keys):
         by_key.setdefault((record["dim"], (record["level"], record["slot"]), record["grp"]), []).append(record)
     rows = [(dim, unit, grp, folded(rollup_of(r) for r in records)) for (dim, unit, grp), records in by_key.items()]
-    await store.replace_keys(conn, site_id, rows)
+    await rollup_store.replace_keys(conn, site_id, rows)
     metrics.ROLLUP_COMPACTIONS.inc(len(rows))
     return len(rows)
 
 
 async def compact_some(conn: asyncpg.Connection, site_id: int, limit: int = 500) -> int:
     """Fold up to `limit` keys that have delta parts (when the deriver has nothing else to do)."""
-    return await compact(conn, site_id, await store.keys_with_deltas(conn, site_id, limit))
+    return await compact(conn, site_id, await rollup_store.keys_with_deltas(conn, site_id, limit))

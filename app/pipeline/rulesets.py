@@ -12,7 +12,7 @@ import asyncpg
 import yaml
 
 from app.domain.rules import CompiledRuleset, compile_ruleset
-from app.store import rulesets as store
+from app.store import rulesets as ruleset_store
 
 REFRESH_SECONDS = 1.0
 
@@ -38,7 +38,7 @@ class RulesetCache:
         cached = self._latest.get(site_id)
         if cached and time.monotonic() - cached[0] < REFRESH_SECONDS:
             return cached[1]
-        found = await store.latest_ruleset(conn, site_id)
+        found = await ruleset_store.latest_ruleset(conn, site_id)
         ruleset = default_ruleset() if found is None else self._compiled(site_id, found[0], found[1])
         self._latest[site_id] = (time.monotonic(), ruleset)
         return ruleset
@@ -54,7 +54,7 @@ class RulesetCache:
         known = {0: default_ruleset(), current.version: current}
         for version in range(1, current.version):
             if (site_id, version) not in self._versions:
-                self._compiled(site_id, version, await store.ruleset_version(conn, site_id, version))
+                self._compiled(site_id, version, await ruleset_store.ruleset_version(conn, site_id, version))
             known[version] = self._versions[(site_id, version)]
 
         def ruleset_for(version: int | None) -> CompiledRuleset:

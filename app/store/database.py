@@ -6,11 +6,14 @@ import importlib.util
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger("racetrack.db")
 EMBEDDED_DATABASE = "racetrack"
@@ -62,15 +65,21 @@ def migrations_folder() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def migrate(url: str) -> None:
-    from alembic import command
+def alembic_config(url: str) -> Config:
+    """Alembic's configuration for the database at url (for alembic.command's upgrade, check, ...)."""
     from alembic.config import Config
 
     folder = migrations_folder()
     cfg = Config(str(folder.parent / "alembic.ini")) if (folder.parent / "alembic.ini").exists() else Config()
     cfg.set_main_option("script_location", str(folder))
     cfg.set_main_option("url_override", url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    return cfg
+
+
+def migrate(url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

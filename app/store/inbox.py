@@ -16,34 +16,28 @@ from typing import Any
 import asyncpg
 
 from app.domain.normalize import IncomingEvent
+from app.store import persons as person_store
+from app.store import tables
 from app.store.batch import json_rows
 
 PARTITION_SIZE = 1_000_000  # ids per partition (the migration made the first ones)
 PARTITIONS_AHEAD = 2
 LOCK_TIMEOUT = "100ms"  # partition DDL waits at most this long, and ingestion behind it no longer
-COLUMNS = (
-    "site_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "event_at",
-    "received_at", "sent_at", "properties", "traits", "context", "path", "url", "referrer", "campaign",
-    "channel", "device", "session_hint", "is_bot",
-)  # fmt: skip
+COLUMNS = tables.columns(tables.inbox, "inbox_id")  # what ingestion COPYs (the id comes from the default)
 # what derivation reads of a row (traits and context go from inbox to event without Python)
-DERIVE_COLUMNS = (
-    "inbox_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "event_at",
-    "properties", "path", "url", "referrer", "campaign", "channel", "device", "session_hint", "is_bot",
-)  # fmt: skip
-FACT_COLUMNS = (
-    "person_id", "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
-    "is_repeat_order", "session_key", "nps_score", "ruleset_version",
-)  # fmt: skip
-FACT_TYPES = ("text", "text", "text", "float8", "bool", "bool", "bool", "bool", "bool", "text", "float8", "int4")
+DERIVE_COLUMNS = tables.columns(tables.inbox, "site_id", "received_at", "sent_at", "traits", "context")
+FACT_COLUMNS = ("person_id", *person_store.FACT_COLUMNS)  # an arriving event's facts, in fact_values' order
+FACT_TYPES = tables.sql_types(tables.event, FACT_COLUMNS)
 
 
 async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
     if events:
-        await conn.copy_records_to_table("inbox", columns=COLUMNS, records=[_record(site_id, e) for e in events])
+        records = [_record(site_id, e) for e in events]
+        await conn.copy_records_to_table(tables.inbox.name, columns=COLUMNS, records=records)
 
 
 def _record(site_id: int, e: IncomingEvent) -> tuple[Any, ...]:
+    # written out in COLUMNS' order (tests/unit/test_tables.py checks it): this runs for every event ingested
     return (
         site_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, e.event_at,
         e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer, e.campaign,
@@ -144,6 +138,17 @@ async def oldest_received(conn: asyncpg.Connection, site_id: int | None = None) 
         sites,
     )
     return value
+
+
+async def advance_watermark(conn: asyncpg.Connection, site_id: int, derived: int, through: int) -> None:
+    """In the derivation's transaction: `derived` more events, every inbox id up to `through` done."""
+    await conn.execute(
+        """INSERT INTO pipeline_watermark AS w (site_id, derived_events, derived_through, derived_at)
+           VALUES ($1, $2, $3, now())
+           ON CONFLICT (site_id) DO UPDATE SET derived_events = w.derived_events + EXCLUDED.derived_events,
+             derived_through = GREATEST(w.derived_through, EXCLUDED.derived_through), derived_at = now()""",
+        site_id, derived, through,
+    )  # fmt: skip
 
 
 async def last_derived(conn: asyncpg.Connection, site_id: int) -> datetime | None:

@@ -4,33 +4,28 @@ decides what to write lives in app/derivation.py."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import asyncpg
 
 from app.domain.model import Event
 from app.domain.person import EventFacts, PersonState, SessionFacts
+from app.store import tables
 from app.store.batch import each_key, json_rows, rows_of_keys
 
-_LOAD = each_key(2, "text", "event", "person_id", """
-    event_id, person_id, anonymous_id, user_id, message_id, type, event_name, name, properties, path, url, referrer,
-    campaign, channel, device, session_hint, is_bot, event_at, ruleset_version,
-    stage, goal, value, is_lead, is_order, is_first_event, is_first_order, is_repeat_order, session_key, nps_score""")
-FACT_COLUMNS = (
-    "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
-    "is_repeat_order", "session_key", "nps_score", "ruleset_version",
+# what derivation reads of a stored event: as of an inbox row, with its person and facts
+_LOAD = each_key(
+    2, "text", "event", "person_id",
+    ", ".join(tables.columns(tables.event, "site_id", "received_at", "sent_at", "traits", "context")),
 )  # fmt: skip
-FACT_TYPES = ("text", "text", "float8", "bool", "bool", "bool", "bool", "bool", "text", "float8", "int4")
-STATE_COLUMNS = (
-    "last_event_at", "last_message_id", "first_seen_at", "orders", "revenue", "leads", "gap_session_key",
-    "gap_last_at",
-)  # fmt: skip
-STATE_TYPES = ("timestamptz", "text", "timestamptz", "int4", "float8", "int4", "text", "timestamptz")
-SESSION_TYPES = ("text", "timestamptz", "timestamptz", "int4", "bool", "text", "text", "text", "text", "text", "text")
-SESSION_COLUMNS = (
-    "session_key", "started_at", "ended_at", "event_count", "is_bounce", "channel", "peso", "device",
-    "campaign_source", "campaign_medium", "campaign_name",
-)  # fmt: skip
+# the domain's records name their columns, in the order they are built from a row
+FACT_COLUMNS = tuple(f.name for f in fields(EventFacts) if f.name != "event_id")  # fact_values' order
+FACT_TYPES = tables.sql_types(tables.event, FACT_COLUMNS)
+STATE_COLUMNS = tuple(f.name for f in fields(PersonState))
+STATE_TYPES = tables.sql_types(tables.person_state, STATE_COLUMNS)
+SESSION_COLUMNS = tuple(f.name for f in fields(SessionFacts))
+SESSION_TYPES = tables.sql_types(tables.session, SESSION_COLUMNS)
 
 
 async def load_person_rows(conn: asyncpg.Connection, site_id: int, person_ids: Sequence[str]) -> list[Any]:

@@ -211,7 +211,7 @@ async def list_keys(conn: asyncpg.Connection, site_id: int) -> list[dict[str, An
     return [dict(r) for r in rows]
 
 
-async def lock_site(conn: asyncpg.Connection, site_id: int) -> bool:
+async def lock_site_against_purge(conn: asyncpg.Connection, site_id: int) -> bool:
     """In a writer's transaction: the site still exists, and a purge waits until we commit."""
     return bool(await conn.fetchval("SELECT true FROM site WHERE site_id = $1 FOR KEY SHARE", site_id))
 
