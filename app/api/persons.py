@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.api.audit import record
@@ -207,6 +208,7 @@ messageIds) for the same ids are accepted afterwards, as a new person. Recorded 
     summary="Erase one person (GDPR art. 17)",
     description=ERASE_DESCRIPTION,
     response_model=ErasureAnswer,
+    response_class=JSONResponse,  # a JSONResponse: OpenAPI then describes the answer by its model
     responses=ERRORS,
 )
 async def erase(
@@ -240,6 +242,7 @@ messages that carry their ids. Times in UTC. Recorded in the audit log (counts o
     summary="Export everything stored about one person (GDPR art. 15)",
     description=EXPORT_DESCRIPTION,
     response_model=ExportAnswer,
+    response_class=JSONResponse,
     responses=ERRORS,
 )
 async def export(person_id: PersonPath, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
