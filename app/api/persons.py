@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Pool, Rulesets, SettingsDep
 from app.domain.erasure import InvalidPersonId, PersonRef, parse_person_id
+from app.domain.normalize import MAX_ID_LENGTH
 from app.errors import NotFound, Unprocessable
 from app.pipeline.erasure import erase_person
 from app.store import erasure as store
@@ -26,6 +27,8 @@ EXPORT_MAX_EVENTS = 100_000  # stored events per export answer (a person past it
 PersonPath = Annotated[
     str,
     Path(
+        pattern=r"^[ua]:[\s\S]+$",
+        max_length=2 + MAX_ID_LENGTH,
         description="The person id as the API shows it: 'u:<userId>' or 'a:<anonymousId>' (no bare ids: "
         "erasure and export name one person exactly)",
         examples=["u:42"],
@@ -192,45 +195,6 @@ async def _not_found(conn: asyncpg.Connection, site_id: int, person: PersonRef) 
     return NotFound(f"no person {person.person_id!r} on this site", "person_not_found", [detail])
 
 
-ERASE_DESCRIPTION = """Erase everything stored about one person (GDPR art. 17), in one transaction
-under the site's derivation lock: their events and derived facts, sessions, person state, identity
-links of their userId (so the anonymous history linked through them goes with them), their
-acknowledged events not derived yet, their order copies, and the rejected messages that carry their
-userId, one of their anonymousIds, or an e-mail address or phone number their events sent. Every
-KPI, funnel and report afterwards is what the remaining events give. The claimed messageIds stay,
-so an SDK retrying an erased message gets a duplicate, never a new copy; new messages (new
-messageIds) for the same ids are accepted afterwards, as a new person. Recorded in the audit log
-(counts only, never the id)."""
-
-
-@router.delete(
-    "/v1/persons/{person_id:path}",
-    summary="Erase one person (GDPR art. 17)",
-    description=ERASE_DESCRIPTION,
-    response_model=ErasureAnswer,
-    response_class=JSONResponse,  # a JSONResponse: OpenAPI then describes the answer by its model
-    responses=ERRORS,
-)
-async def erase(
-    person_id: PersonPath,
-    request: Request,
-    site: AdminSite,
-    conn: Conn,
-    pool: Pool,
-    rulesets: Rulesets,
-    settings: SettingsDep,
-) -> dict[str, Any]:
-    person = _person(person_id)
-
-    async def audit(tx: asyncpg.Connection, counts: dict[str, int]) -> None:
-        await record(tx, request, site.site_id, "person.erase", counts)
-
-    erased = await erase_person(pool, rulesets, site.site_id, person, settings.derive_batch, audit)
-    if erased is None:
-        raise await _not_found(conn, site.site_id, person)
-    return {"site": site.site_id, "person_id": person.person_id, "erased": erased.counts()}
-
-
 EXPORT_DESCRIPTION = """Everything stored about one person (GDPR art. 15) as JSON, read on one
 snapshot: their stored events with what derivation decided about each, their acknowledged events
 not derived yet, sessions, person state, identity links, losing order copies and the rejected
@@ -279,6 +243,45 @@ async def export(person_id: PersonPath, request: Request, site: AdminSite, conn:
         "person_state": state,
         **listed,
     }
+
+
+ERASE_DESCRIPTION = """Erase everything stored about one person (GDPR art. 17), in one transaction
+under the site's derivation lock: their events and derived facts, sessions, person state, identity
+links of their userId (so the anonymous history linked through them goes with them), their
+acknowledged events not derived yet, their order copies, and the rejected messages that carry their
+userId, one of their anonymousIds, or an e-mail address or phone number their events sent. Every
+KPI, funnel and report afterwards is what the remaining events give. The claimed messageIds stay,
+so an SDK retrying an erased message gets a duplicate, never a new copy; new messages (new
+messageIds) for the same ids are accepted afterwards, as a new person. Recorded in the audit log
+(counts only, never the id)."""
+
+
+@router.delete(
+    "/v1/persons/{person_id:path}",
+    summary="Erase one person (GDPR art. 17)",
+    description=ERASE_DESCRIPTION,
+    response_model=ErasureAnswer,
+    response_class=JSONResponse,  # a JSONResponse: OpenAPI then describes the answer by its model
+    responses=ERRORS,
+)
+async def erase(
+    person_id: PersonPath,
+    request: Request,
+    site: AdminSite,
+    conn: Conn,
+    pool: Pool,
+    rulesets: Rulesets,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    person = _person(person_id)
+
+    async def audit(tx: asyncpg.Connection, counts: dict[str, int]) -> None:
+        await record(tx, request, site.site_id, "person.erase", counts)
+
+    erased = await erase_person(pool, rulesets, site.site_id, person, settings.derive_batch, audit)
+    if erased is None:
+        raise await _not_found(conn, site.site_id, person)
+    return {"site": site.site_id, "person_id": person.person_id, "erased": erased.counts()}
 
 
 def _rejected(row: dict[str, Any]) -> dict[str, Any]:
