@@ -244,3 +244,22 @@ async def test_rows_still_in_the_inbox_go_with_the_person(settings: Settings, da
             assert [r["message_id"] for r in left] == ["b-3"]
     finally:
         await pool.close()
+
+
+async def test_the_copies_of_an_erased_persons_orders_go_with_them(client: httpx.AsyncClient, db: Any) -> None:
+    """A copy of an order id that did not count (a later copy, here sent under another anonymousId)
+    is a copy of the erased person's order: it goes, and the order id is free again."""
+    site = await create_site(client)
+    copy = _msg("track", "a-2-copy", "2026-03-10T10:07:00Z", anonymousId="anon-other", event="Order Completed",
+                properties={"order_id": "alice-o1", "revenue": 30})  # fmt: skip
+    await _send(client, site, [*_alice(), *_bob(), copy])
+    export = (await client.get("/v1/persons/u:alice/export", headers=_admin(site))).json()
+    assert export["duplicate_orders"] == []  # the copy carries none of her ids
+    answer = await client.delete("/v1/persons/u:alice", headers=_admin(site))
+    assert answer.json()["erased"]["duplicate_orders"] == 1 and answer.json()["erased"]["order_ids"] == 2
+    assert await db.fetch("SELECT * FROM duplicate_order WHERE site_id = $1", site["id"]) == []
+    again = _msg("track", "o-new", "2026-03-12T10:00:00Z", anonymousId="anon-other", event="Order Completed",
+                 properties={"order_id": "alice-o1", "revenue": 5})  # fmt: skip
+    await _send(client, site, [again])
+    kpis = await _visitors(client, site)
+    assert (kpis["orders"], kpis["revenue"]) == (1, 5.0)
