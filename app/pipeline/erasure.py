@@ -65,8 +65,8 @@ class Erased:
 async def erase_person(
     pool: asyncpg.Pool, rulesets: RulesetCache, site_id: int, person: PersonRef, batch: int, audit: Audit
 ) -> Erased | None:
-    """Erase a person of a site; None (and nothing written) when nothing is stored about them.
-    `audit(conn, counts)` records the erasure in its transaction."""
+    """Erase a person of a site: what went, or None when nothing was stored about them (the inbox
+    is derived all the same). `audit(conn, counts)` records the erasure in its transaction."""
     await _derive_backlog(pool, rulesets, site_id, batch)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL statement_timeout = 0")  # a deliberate admin action, bounded by one person
