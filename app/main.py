@@ -18,6 +18,7 @@ from app.api import (
     keys,
     kpis,
     openapi_security,
+    persons,
     racejs,
     reports,
     rules,
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ingest.router,
         trackers.router,
         kpis.router,
+        persons.router,  # before reports: its /v1/persons/{id:path} would take .../export
         reports.router,
         rules.router,
         targets.router,

@@ -39,9 +39,12 @@ def _under(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == root or path.startswith(root + "/") for root in roots)
 
 
-def kind_of(path: str) -> str:
-    """'admin', 'read' or 'public' (ingestion, health, and unknown paths)."""
-    if _under(path, ADMIN_PATHS):
+def kind_of(path: str, method: str = "GET") -> str:
+    """'admin', 'read' or 'public' (ingestion, health, and unknown paths). Under /v1/persons, the
+    erasure (DELETE) and the export are admin endpoints."""
+    if _under(path, ADMIN_PATHS) or (
+        path.startswith("/v1/persons/") and (method == "DELETE" or path.endswith("/export"))
+    ):
         return "admin"
     return "read" if _under(path, READ_PATHS) else "public"
 
@@ -77,10 +80,11 @@ class CORSByPath:
         if scope["type"] != "http" or scope["path"].startswith(COOKIE_PATHS):
             await self.app(scope, receive, send)
             return
-        kind = kind_of(scope["path"])
         headers = dict(scope["headers"])
         origin = headers.get(b"origin")
         preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
+        method = headers[b"access-control-request-method"].decode("latin-1").upper() if preflight else scope["method"]
+        kind = kind_of(scope["path"], method)
         if kind == "admin":
             await self._guarded(scope, receive, send, lambda: [])
             return

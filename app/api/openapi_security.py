@@ -27,6 +27,7 @@ BY_TAG: dict[str, list[dict[str, list[str]]]] = {
     "failed events": [{"adminKey": []}],
     "keys": [{"adminKey": []}],
     "audit": [{"adminKey": []}],
+    "persons": [{"adminKey": []}],
     "sites": [{"rootToken": []}],
     "tracker": [],  # race.js: public, no key (an explicit empty list says so)
 }
