@@ -33,7 +33,7 @@ from app.domain.erasure import PersonRef
 from app.domain.person import SessionFacts
 from app.domain.rollup_delta import RollupDelta, groups_of
 from app.pipeline import rollup
-from app.pipeline.derive import _stored_fact, derive_batch, derive_site
+from app.pipeline.derive import derive_batch, derive_site
 from app.pipeline.rulesets import RulesetCache
 from app.store import erasure as store
 from app.store import inbox
@@ -106,7 +106,7 @@ def contribution_out(zone: ZoneInfo, number: int, rows: Sequence[Any], sessions:
     """The rollup part that takes a person's stored contribution out (facts of their non-bot events
     under their sessions' groups, and their sessions)."""
     groups = {s.session_key: groups_of(s) for s in sessions}
-    facts = [(_stored_fact(r), groups[r["session_key"]]) for r in rows
+    facts = [(r, groups[r["session_key"]]) for r in rows
              if not r["is_bot"] and r["session_key"] in groups]  # fmt: skip
     delta = RollupDelta(zone)
     delta.replace_person([(number, facts, sessions)], [])
