@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     # after a batch short of derive_batch, wait this long for more rows (fewer, larger batches under
     # a steady stream: each batch costs ~25 statements whatever its size); commits here wake it
     derive_gather_seconds: float = 0.25
+    opentelemetry: bool = False  # FastAPI's OpenTelemetry traces, metrics and logs (to the configured providers)
     read_wait_seconds: float = 2.0  # a read waits this long for events acknowledged before it
     max_backlog: int = 1_000_000  # underived events of a site past which ingestion answers 503
     # Security (README "Security"): bounded work, rate limits, keys, edge limits
