@@ -16,6 +16,7 @@ from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Pool, Rulesets, SettingsDep
 from app.domain.erasure import InvalidPersonId, PersonRef, parse_person_id
 from app.domain.normalize import MAX_ID_LENGTH
+from app.domain.person import SessionFacts
 from app.errors import NotFound, Unprocessable
 from app.pipeline.erasure import erase_person
 from app.store import erasure as store
@@ -107,20 +108,6 @@ class ExportedEvent(BaseModel):
     facts: EventFacts | None = Field(description="What derivation decided; null for a pending event")
 
 
-class ExportedSession(BaseModel):
-    session_key: str
-    started_at: datetime
-    ended_at: datetime
-    event_count: int
-    is_bounce: bool
-    channel: str
-    peso: str
-    device: str
-    campaign_source: str | None
-    campaign_medium: str | None
-    campaign_name: str | None
-
-
 class IdentityLink(BaseModel):
     anonymous_id: str
     user_id: str
@@ -172,7 +159,7 @@ class ExportAnswer(BaseModel):
     person_state: PersonState | None
     events: list[ExportedEvent] = Field(description="Stored events, oldest first (bots included, flagged)")
     pending_events: list[ExportedEvent] = Field(description="Acknowledged, not derived yet")
-    sessions: list[ExportedSession]
+    sessions: list[SessionFacts]  # the stored rows, as derivation keeps them
     identity_links: list[IdentityLink]
     duplicate_orders: list[DuplicateOrder] = Field(description="Copies of an order id that did not count")
     rejected_messages: list[RejectedMessage] = Field(description="Kept rejected messages carrying their ids")
