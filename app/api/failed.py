@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
+from app.api.schemas import FailedEvents, Replayed, answers
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.store import failed as store
 
@@ -25,7 +26,11 @@ def _decoded(raw: str) -> Any:
         return raw
 
 
-@router.get("/v1/failed-events", summary="Rejected messages, newest first, with their reason and raw body")
+@router.get(
+    "/v1/failed-events",
+    summary="Rejected messages, newest first, with their reason and raw body",
+    responses=answers(FailedEvents),
+)
 async def list_failed(
     site: AdminSite,
     conn: Conn,
@@ -57,7 +62,11 @@ class Replay(BaseModel):
     )
 
 
-@router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
+@router.post(
+    "/v1/failed-events/replay",
+    summary="Re-ingest the rejected messages that the current code now accepts",
+    responses=answers(Replayed),
+)
 async def replay(
     body: Replay, request: Request, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep
 ) -> dict[str, Any]:

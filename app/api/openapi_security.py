@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api import contract
+
 SCHEMES = {
     "writeKeyBasic": {"type": "http", "scheme": "basic", "description": "The site's write key as the user name"},
     "writeKeyQuery": {"type": "apiKey", "in": "query", "name": "writeKey", "description": "The site's write key"},
@@ -41,6 +43,7 @@ def install(app: FastAPI) -> None:
                 for tag in operation.get("tags", []):
                     if tag in BY_TAG:
                         operation["security"] = BY_TAG[tag]
+        contract.complete(schema)  # the error answers each operation can give, by its key
         app.openapi_schema = schema
         return schema
 

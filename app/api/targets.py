@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn
+from app.api.schemas import Targets, TargetsUpdated, answers
 from app.domain.kpis import KPI_NAMES
 from app.domain.plan import DIRECTIONS
 from app.store import targets as store
@@ -40,7 +41,7 @@ def month_start(month: str) -> date:
     return date(int(year), int(number), 1)
 
 
-@router.put("/v1/targets", summary="Set targets (upsert per KPI and month)")
+@router.put("/v1/targets", summary="Set targets (upsert per KPI and month)", responses=answers(TargetsUpdated))
 async def put_targets(body: TargetsIn, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     await store.upsert_targets(conn, site.site_id, [(t.kpi, month_start(t.month), t.value) for t in body.targets])
     months = sorted({t.month for t in body.targets})
@@ -52,6 +53,7 @@ async def put_targets(body: TargetsIn, request: Request, site: AdminSite, conn: 
 @router.get(
     "/v1/targets",
     summary="Targets between two months (inclusive), each with its KPI's direction (higher or lower is better)",
+    responses=answers(Targets),
 )
 async def get_targets(
     site: AdminSite,

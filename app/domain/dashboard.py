@@ -21,9 +21,9 @@ PRESETS = {
 MAX_CUSTOM_DAYS = 731
 
 
-
 def _lower_is_better(kpi: str) -> bool:
     return DIRECTIONS.get(kpi) is Direction.LOWER  # each KPI's direction, as targets read it
+
 
 # Plan status: the projected (running month) or actual value against the target.
 GREEN_FROM = 1.0  # on or beyond target
