@@ -17,6 +17,8 @@ from app.store import failed as store
 
 router = APIRouter(tags=["failed events"])
 REPLAY_MAX = 5000
+BIGINT = 2**63 - 1
+FailedId = Annotated[int, Field(ge=1, le=BIGINT)]
 
 
 def _decoded(raw: str) -> Any:
@@ -35,7 +37,7 @@ async def list_failed(
     site: AdminSite,
     conn: Conn,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first", examples=[100])] = 100,
-    before_id: Annotated[int | None, Query(description="Page: ids below this one")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=BIGINT, description="Page: ids below this one")] = None,
     include_replayed: Annotated[
         bool, Query(description="Also list the ones already replayed successfully", examples=[False])
     ] = False,
@@ -57,7 +59,7 @@ async def list_failed(
 
 
 class Replay(BaseModel):
-    ids: list[int] | None = Field(
+    ids: list[FailedId] | None = Field(
         None, description="Failed-event ids to replay; default: every pending one", max_length=REPLAY_MAX
     )
 

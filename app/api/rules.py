@@ -72,7 +72,9 @@ async def _document(request: Request) -> Any:
 async def get_rules(
     site: AdminSite,
     conn: Conn,
-    version: Annotated[int | None, Query(ge=0, description="A version number (0: the shipped default)")] = None,
+    version: Annotated[
+        int | None, Query(ge=0, le=2**31 - 1, description="A version number (0: the shipped default)")
+    ] = None,
 ) -> dict[str, Any]:
     if version == 0:
         return {"version": 0, "default": True, **default_document()}

@@ -22,7 +22,7 @@ MONTH_PATTERN = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])$"  # 1900-01 .. 2199-12
 class Target(BaseModel):
     kpi: str = Field(description="A KPI name of /v1/kpis", examples=["revenue"])
     month: str = Field(pattern=MONTH_PATTERN, description="Calendar month YYYY-MM", examples=["2026-03"])
-    value: float = Field(description="The planned value", examples=[25000])
+    value: float = Field(description="The planned value (finite)", examples=[25000], allow_inf_nan=False)
 
     @field_validator("kpi")
     @classmethod
