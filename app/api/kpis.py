@@ -29,7 +29,7 @@ from app.api.params import (
     window_of,
     zone_of,
 )
-from app.api.schemas import FunnelAnswer, KpisAnswer, answers
+from app.api.schemas import SOURCE_HEADERS, FunnelAnswer, KpisAnswer, answers
 from app.config import Settings
 from app.domain.kpis import KPI_NAMES, Bucket, FunnelKind, Granularity, kpis_of, nested_counts, race_funnel
 from app.domain.plan import plan
@@ -49,7 +49,7 @@ PLAN_COLUMNS = ("target", "direction", "attainment", "status", "pacing")
 @router.get(
     "/v1/kpis",
     summary="Every RACE KPI per bucket (and breakdown group)",
-    responses=answers(KpisAnswer, csv=True, not_modified=True),
+    responses=answers(KpisAnswer, csv=True, not_modified=True, headers=SOURCE_HEADERS),
 )
 async def kpis(
     request: Request,
@@ -209,7 +209,7 @@ def _parsed(name: str, text: str, parse: Callable[[str], T]) -> T:
     "/v1/funnel",
     summary="The RACE funnel over a period, or an ordered goal funnel (steps=)",
     description=FUNNEL_DESCRIPTION,
-    responses=answers(FunnelAnswer, csv=True, not_modified=True),
+    responses=answers(FunnelAnswer, csv=True, not_modified=True, headers=SOURCE_HEADERS),
 )
 async def funnel(
     request: Request,

@@ -24,17 +24,38 @@ CSV_NOTE = "With format=csv (or Accept: text/csv): the same rows as CSV, as an a
 RESPONSE = dict[int | str, dict[str, Any]]
 
 
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+READ_HEADERS = {
+    "ETag": _header("A weak tag of the answer: send it as If-None-Match to get a 304 while nothing changed"),
+    "X-Racetrack-Lag-Seconds": _header("How far the derived data is behind (as freshness.lag_seconds)"),
+    "X-Racetrack-Derived-Through": _header("Every event received before this is in the answer"),
+}
+SOURCE_HEADERS = {"X-Racetrack-Source": _header("Where the counts came from: rollups or events")}
+
+
 def answers(
-    model: Any = None, *, status: int = 200, csv: bool = False, not_modified: bool = False, **errors: str
+    model: Any = None,
+    *,
+    status: int = 200,
+    csv: bool = False,
+    not_modified: bool = False,
+    headers: dict[str, Any] | None = None,
+    **errors: str,
 ) -> RESPONSE:
-    """`responses=` for a route: its success model (JSON; CSV as an alternative), a 304 for
-    conditional GETs, and operation-specific errors as `e404="what"` (the errors every operation of a
-    kind can answer are added by app/api/contract.py)."""
+    """`responses=` for a route: its success model (JSON; CSV as an alternative) and headers, a 304
+    for conditional GETs (with the read headers), and operation-specific errors as `e404="what"` (the
+    errors every operation of a kind can answer are added by app/api/contract.py)."""
     found: RESPONSE = {}
+    success_headers = {**(READ_HEADERS if not_modified else {}), **(headers or {})}
     if model is not None:
         found[status] = {"model": model}
         if csv:
             found[status]["content"] = {"text/csv": {"schema": {"type": "string", "description": CSV_NOTE}}}
+        if success_headers:
+            found[status]["headers"] = success_headers
     if not_modified:
         found[304] = {"description": "Not Modified: If-None-Match names the answer's ETag (no body)"}
     for name, description in errors.items():
