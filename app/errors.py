@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -93,6 +94,19 @@ def client_went_away(scope: Any) -> None:
     """A client that disconnects mid-request is counted in a metric, not logged as an error."""
     metrics.CLIENT_DISCONNECTS.inc()
     log.debug("client disconnected during %s %s", scope["method"], scope["path"])
+
+
+class ErrorBody(BaseModel):
+    """Every error answer's body (documentation: error_response builds it without validation)."""
+
+    code: str = Field(description="Machine-readable reason, e.g. invalid_parameter, invalid_key, rate_limited",
+                      examples=["invalid_parameter"])  # fmt: skip
+    message: str = Field(description="What went wrong, for people", examples=["invalid value for from"])
+    details: list[dict[str, Any]] = Field(
+        description="Per field or rule: at least `field` and `message` (a ruleset problem also names `rule` "
+        "and `goal`; a validation error its `type`)",
+        examples=[[{"field": "from", "message": "cannot parse 'yesterday'"}]],
+    )
 
 
 def error_response(

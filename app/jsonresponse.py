@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 
 
-class JSONAnswer(Response):
+# A JSONResponse, so that FastAPI documents the answer's model (response_model or responses=) in OpenAPI.
+class JSONAnswer(JSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:

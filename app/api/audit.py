@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 
 from app.api.deps import AdminSite, Conn
+from app.api.schemas import AuditPage, answers
 from app.store import audit as audit_store
 
 router = APIRouter(tags=["audit"])
@@ -34,6 +35,10 @@ async def audit_page(conn: asyncpg.Connection, site_id: int, limit: int, before:
     return {"site": site_id, "entries": entries, "next_before": entries[-1]["id"] if len(entries) == limit else None}
 
 
-@router.get("/v1/audit", summary="The site's audit log: every admin and root action, newest first")
+@router.get(
+    "/v1/audit",
+    summary="The site's audit log: every admin and root action, newest first",
+    responses=answers(AuditPage),
+)
 async def get_audit(site: AdminSite, conn: Conn, limit: AuditLimit = 100, before: AuditBefore = None) -> dict[str, Any]:
     return await audit_page(conn, site.site_id, limit, before)

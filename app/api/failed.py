@@ -11,11 +11,14 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
+from app.api.schemas import FailedEvents, Replayed, answers
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.store import failed as failed_store
 
 router = APIRouter(tags=["failed events"])
 REPLAY_MAX = 5000
+BIGINT = 2**63 - 1
+FailedId = Annotated[int, Field(ge=1, le=BIGINT)]
 
 
 def _decoded(raw: str) -> Any:
@@ -25,12 +28,16 @@ def _decoded(raw: str) -> Any:
         return raw
 
 
-@router.get("/v1/failed-events", summary="Rejected messages, newest first, with their reason and raw body")
+@router.get(
+    "/v1/failed-events",
+    summary="Rejected messages, newest first, with their reason and raw body",
+    responses=answers(FailedEvents),
+)
 async def list_failed(
     site: AdminSite,
     conn: Conn,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many, newest first", examples=[100])] = 100,
-    before_id: Annotated[int | None, Query(description="Page: ids below this one")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=BIGINT, description="Page: ids below this one")] = None,
     include_replayed: Annotated[
         bool, Query(description="Also list the ones already replayed successfully", examples=[False])
     ] = False,
@@ -52,12 +59,16 @@ async def list_failed(
 
 
 class Replay(BaseModel):
-    ids: list[int] | None = Field(
+    ids: list[FailedId] | None = Field(
         None, description="Failed-event ids to replay; default: every pending one", max_length=REPLAY_MAX
     )
 
 
-@router.post("/v1/failed-events/replay", summary="Re-ingest the rejected messages that the current code now accepts")
+@router.post(
+    "/v1/failed-events/replay",
+    summary="Re-ingest the rejected messages that the current code now accepts",
+    responses=answers(Replayed),
+)
 async def replay(
     body: Replay, request: Request, site: AdminSite, conn: Conn, writer: WriterDep, settings: SettingsDep
 ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics as app_metrics
 from app.api.deps import Pool
+from app.api.schemas import Health, answers
 from app.jsonresponse import JSONAnswer
 from app.store.database import ping
 
@@ -18,12 +19,16 @@ router = APIRouter(tags=["operations"])
 log = logging.getLogger("racetrack.health")
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", responses=answers(Health))
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the database is reachable")
+@router.get(
+    "/readyz",
+    summary="Readiness: the database is reachable",
+    responses=answers(Health, e503="The database does not answer within 2 s (database_unavailable)"),
+)
 async def readyz(pool: Pool) -> JSONAnswer:
     try:
         async with asyncio.timeout(2):
@@ -38,7 +43,14 @@ async def readyz(pool: Pool) -> JSONAnswer:
     return JSONAnswer({"status": "ready"})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "The text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(pool: Pool) -> Response:
     app_metrics.POOL_SIZE.set(pool.get_size())
     app_metrics.POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())

@@ -15,6 +15,8 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
+from app.api.ingest_schemas import GIF_ANSWERS, SEGMENT_BATCH_BODY, SINGLE_BODY, IngestAnswer
+from app.api.schemas import answers
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_response, error_response
@@ -104,7 +106,19 @@ PixelData = Annotated[
 ]
 
 
-@router.post("/v1/batch", summary="Segment batch: {batch: [messages], sentAt, context, writeKey}")
+MALFORMED = "Malformed JSON (malformed_json), an empty body (empty_body), an unsupported Content-Encoding"
+BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no 'batch' array (invalid_batch)")
+SINGLE_ANSWERS = answers(
+    IngestAnswer, e400=f"{MALFORMED}, not one object (invalid_message), or the message is rejected (its code)"
+)
+
+
+@router.post(
+    "/v1/batch",
+    summary="Segment batch: {batch: [messages], sentAt, context, writeKey}",
+    responses=BATCH_ANSWERS,
+    openapi_extra=SEGMENT_BATCH_BODY,
+)
 async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
     return await batch_answer(request, writer, settings)
 
@@ -142,14 +156,26 @@ def _single_route(kind: str) -> None:
         return await _single(kind, request, writer, settings)
 
     endpoint.__name__ = f"ingest_{kind}"
-    router.add_api_route(f"/v1/{kind}", endpoint, methods=["POST"], summary=f"One Segment {kind} message")
+    router.add_api_route(
+        f"/v1/{kind}",
+        endpoint,
+        methods=["POST"],
+        summary=f"One Segment {kind} message",
+        responses=SINGLE_ANSWERS,
+        openapi_extra=SINGLE_BODY,
+    )
 
 
 for _kind in SINGLE_TYPES:
     _single_route(_kind)
 
 
-@router.get("/v1/pixel.gif", summary="Tracking pixel: ?data=<base64url JSON message>&writeKey=")
+@router.get(
+    "/v1/pixel.gif",
+    summary="Tracking pixel: ?data=<base64url JSON message>&writeKey=",
+    response_class=Response,
+    responses=GIF_ANSWERS,
+)
 async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: PixelData = "") -> Response:
     headers = dict(NO_CACHE)
     try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriteKeySites
+from app.api.schemas import KeyRevoked, RotatedKeys, SiteKeys, answers
 from app.config import Settings
 from app.errors import NotFound
 from app.store import sites as site_store
@@ -53,7 +54,11 @@ def _forget_write_keys(request: Request) -> None:
     sites.forget()  # this process at once; others within their cache time
 
 
-@router.get("/v1/keys", summary="The site's keys: id, kind, prefix, creation, expiry (never the keys)")
+@router.get(
+    "/v1/keys",
+    summary="The site's keys: id, kind, prefix, creation, expiry (never the keys)",
+    responses=answers(SiteKeys),
+)
 async def list_keys(site: AdminSite, conn: Conn) -> dict[str, Any]:
     return {"site": site.site_id, "keys": await site_store.list_keys(conn, site.site_id)}
 
@@ -61,6 +66,7 @@ async def list_keys(site: AdminSite, conn: Conn) -> dict[str, Any]:
 @router.post(
     "/v1/keys/rotate",
     summary="New keys; an old write key keeps working for a grace period, old read/admin keys stop at once",
+    responses=answers(RotatedKeys),
 )
 async def rotate_keys(
     body: Rotation, request: Request, site: AdminSite, conn: Conn, settings: SettingsDep
@@ -77,6 +83,10 @@ async def revoke(request: Request, conn: asyncpg.Connection, site_id: int, key_i
     return {"site": site_id, "revoked": key_id, "kind": kind}
 
 
-@router.delete("/v1/keys/{key_id}", summary="Revoke a key now (a rotated write key in its grace period too)")
+@router.delete(
+    "/v1/keys/{key_id}",
+    summary="Revoke a key now (a rotated write key in its grace period too)",
+    responses=answers(KeyRevoked, e404="No valid key of that id on this site (key_not_found)"),
+)
 async def revoke_key(key_id: KeyId, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     return await revoke(request, conn, site.site_id, key_id)

@@ -30,6 +30,7 @@ from app.api.params import (
     window_of,
     zone_of,
 )
+from app.api.schemas import SOURCE_HEADERS, FunnelAnswer, KpisAnswer, answers
 from app.config import Settings
 from app.domain.kpis import REGISTRY, Bucket, FunnelKind, Granularity, kpis_of, nested_counts, race_funnel
 from app.domain.plan import plan
@@ -46,7 +47,11 @@ T = TypeVar("T")
 PLAN_COLUMNS = ("target", "direction", "attainment", "status", "pacing")
 
 
-@router.get("/v1/kpis", summary="Every RACE KPI per bucket (and breakdown group)")
+@router.get(
+    "/v1/kpis",
+    summary="Every RACE KPI per bucket (and breakdown group)",
+    responses=answers(KpisAnswer, csv=True, not_modified=True, headers=SOURCE_HEADERS),
+)
 async def kpis(
     request: Request,
     site: ReadSite,
@@ -203,6 +208,7 @@ def _parsed(name: str, text: str, parse: Callable[[str], T]) -> T:
     "/v1/funnel",
     summary="The RACE funnel over a period, or an ordered goal funnel (steps=)",
     description=FUNNEL_DESCRIPTION,
+    responses=answers(FunnelAnswer, csv=True, not_modified=True, headers=SOURCE_HEADERS),
 )
 async def funnel(
     request: Request,

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from app.api import contract
 from app.api.kpi_schema import document_kpis
 
 SCHEMES = {
@@ -45,6 +46,7 @@ def install(app: FastAPI) -> None:
                 for tag in operation.get("tags", []):
                     if tag in BY_TAG:
                         operation["security"] = BY_TAG[tag]
+        contract.complete(schema)  # the error answers each operation can give, by its key
         app.openapi_schema = schema
         return schema
 

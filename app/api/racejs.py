@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -74,12 +74,31 @@ def script_answer(request: Request, name: str, v: str | None) -> Response:
     return Response(found.gzipped if zipped else found.body, media_type=MEDIA_TYPE, headers=headers)
 
 
-@router.get("/race.js", summary="The tracker: page views, goals, orders (<= 3 KB gz)")
+SCRIPT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The script (gzip when accepted)",
+        "content": {"text/javascript": {"schema": {"type": "string"}}},
+    },
+    304: {"description": "Not Modified: If-None-Match names the script's ETag"},
+}
+
+
+@router.get(
+    "/race.js",
+    summary="The tracker: page views, goals, orders (<= 3 KB gz)",
+    response_class=Response,
+    responses=SCRIPT_ANSWERS,
+)
 async def race_js(request: Request, v: Version = None) -> Response:
     return script_answer(request, "race.js", v)
 
 
-@router.get("/race.core.js", summary="The tracker's core: page views, identity, JS API (<= 1.5 KB gz)")
+@router.get(
+    "/race.core.js",
+    summary="The tracker's core: page views, identity, JS API (<= 1.5 KB gz)",
+    response_class=Response,
+    responses=SCRIPT_ANSWERS,
+)
 async def race_core_js(request: Request, v: Version = None) -> Response:
     return script_answer(request, "race.core.js", v)
 

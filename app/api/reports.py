@@ -26,6 +26,7 @@ from app.api.params import (
     window_of,
     zone_of,
 )
+from app.api.schemas import CohortsAnswer, GoalsAnswer, PersonAnswer, QualityAnswer, ReportAnswer, answers
 from app.domain.kpis import Granularity, buckets, kpis_of
 from app.domain.reports import (
     anonymous_part,
@@ -72,7 +73,12 @@ GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot e
 every bucket (zeros where it had no completion), sorted by name. CSV: one row per bucket and goal."""
 
 
-@router.get("/v1/goals", summary="Completions, persons and value per goal and bucket", description=GOALS_DESCRIPTION)
+@router.get(
+    "/v1/goals",
+    summary="Completions, persons and value per goal and bucket",
+    description=GOALS_DESCRIPTION,
+    responses=answers(GoalsAnswer, csv=True, not_modified=True),
+)
 async def goals(
     request: Request,
     site: ReadSite,
@@ -114,7 +120,10 @@ then as an anonymous id; `a:<id>` of a since identified visitor answers for the 
 
 
 @router.get(
-    "/v1/persons/{person_id:path}", summary="A person's RACE stage, totals and history", description=PERSON_DESCRIPTION
+    "/v1/persons/{person_id:path}",
+    summary="A person's RACE stage, totals and history",
+    description=PERSON_DESCRIPTION,
+    responses=answers(PersonAnswer, csv=True, not_modified=True, e404="No event belongs to it (person_not_found)"),
 )
 async def person(
     request: Request, site: ReadSite, conn: Conn, person_id: PersonId, tz: Tz = None, format: Format = None
@@ -170,7 +179,10 @@ than the site's (when it has one): counted as orders, their value left out of re
 
 
 @router.get(
-    "/v1/quality", summary="Accepted, duplicate, rejected, bot and late events", description=QUALITY_DESCRIPTION
+    "/v1/quality",
+    summary="Accepted, duplicate, rejected, bot and late events",
+    description=QUALITY_DESCRIPTION,
+    responses=answers(QualityAnswer, csv=True, not_modified=True),
 )
 async def quality(
     request: Request,
@@ -236,7 +248,12 @@ who ordered again in their first month; `repeat_share` = repeat_customers / cust
 Bot events are excluded. CSV: one row per cohort and offset."""
 
 
-@router.get("/v1/cohorts", summary="Repeat-purchase cohorts by month of first order", description=COHORTS_DESCRIPTION)
+@router.get(
+    "/v1/cohorts",
+    summary="Repeat-purchase cohorts by month of first order",
+    description=COHORTS_DESCRIPTION,
+    responses=answers(CohortsAnswer, csv=True, not_modified=True),
+)
 async def cohorts(
     request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
 ) -> Response:
@@ -264,7 +281,12 @@ is better: above 1 beats the plan) and `status` (met, missed, on_track, off_trac
 not_started, no_data; see the README's Plan section). CSV: one row per KPI."""
 
 
-@router.get("/v1/report", summary="The RACE one-pager of a month", description=REPORT_DESCRIPTION)
+@router.get(
+    "/v1/report",
+    summary="The RACE one-pager of a month",
+    description=REPORT_DESCRIPTION,
+    responses=answers(ReportAnswer, csv=True, not_modified=True),
+)
 async def report(
     request: Request,
     site: ReadSite,

@@ -14,6 +14,16 @@ from pydantic import BaseModel, Field
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Rulesets
 from app.api.params import max_period_days, period_of, zone_of
+from app.api.schemas import (
+    Job,
+    Jobs,
+    PreviewAnswer,
+    Ruleset,
+    RulesetIn,
+    RuleTestAnswer,
+    answers,
+    documented_body,
+)
 from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
 from app.domain.normalize import Receipt, Rejection, as_event, normalize
@@ -28,6 +38,8 @@ from app.store import rulesets as ruleset_store
 from app.wire.body import parse_json, read_body
 
 router = APIRouter(tags=["rules"])
+INVALID_RULESET = "A parameter or body field is invalid (invalid_parameter), or the ruleset is (invalid_ruleset: "
+INVALID_RULESET += "details name each rule and field)"
 PREVIEW_MAX_PERSONS = 200_000
 
 
@@ -52,11 +64,17 @@ async def _document(request: Request) -> Any:
     return parse_json(body)
 
 
-@router.get("/v1/rules", summary="The current ruleset, or an older version")
+@router.get(
+    "/v1/rules",
+    summary="The current ruleset, or an older version",
+    responses=answers(Ruleset, e404="No such version (ruleset_not_found)"),
+)
 async def get_rules(
     site: AdminSite,
     conn: Conn,
-    version: Annotated[int | None, Query(ge=0, description="A version number (0: the shipped default)")] = None,
+    version: Annotated[
+        int | None, Query(ge=0, le=2**31 - 1, description="A version number (0: the shipped default)")
+    ] = None,
 ) -> dict[str, Any]:
     if version == 0:
         return {"version": 0, "default": True, **default_document()}
@@ -72,7 +90,16 @@ async def get_rules(
     return {"version": version, "default": False, **document}
 
 
-@router.put("/v1/rules", summary="Replace the ruleset (JSON or YAML body); makes a new version")
+@router.put(
+    "/v1/rules",
+    summary="Replace the ruleset (JSON or YAML body); makes a new version",
+    responses=answers(
+        Ruleset,
+        e400="Malformed JSON or YAML (malformed_json, malformed_yaml), an empty body (empty_body)",
+        e422=INVALID_RULESET,
+    ),
+    openapi_extra=documented_body(RulesetIn, also=("application/yaml",)),
+)
 async def put_rules(request: Request, site: AdminSite, conn: Conn, rulesets: Rulesets) -> dict[str, Any]:
     document = await _document(request)
     compiled = compile_or_422(document)
@@ -95,7 +122,13 @@ class RuleTest(BaseModel):
     )
 
 
-@router.post("/v1/rules/test", summary="Classify sample messages and explain which rule matched and why")
+@router.post(
+    "/v1/rules/test",
+    summary="Classify sample messages and explain which rule matched and why",
+    responses=answers(
+        RuleTestAnswer, e400="person's history is not numbers and an ISO time (invalid_parameter)", e422=INVALID_RULESET
+    ),
+)
 async def test_rules(body: RuleTest, site: AdminSite, conn: Conn, rulesets: Rulesets) -> dict[str, Any]:
     ruleset = compile_or_422(body.rules) if body.rules else await rulesets.current(conn, site.site_id)
     history = _history(body.person)
@@ -152,7 +185,13 @@ class RulePreview(BaseModel):
     tz: str | None = None
 
 
-@router.post("/v1/rules/preview", summary="How stage and goal counts over a range would change (writes nothing)")
+@router.post(
+    "/v1/rules/preview",
+    summary="How stage and goal counts over a range would change (writes nothing)",
+    responses=answers(
+        PreviewAnswer, e400="A bad period, or too many persons in it (range_too_large)", e422=INVALID_RULESET
+    ),
+)
 async def preview_rules(body: RulePreview, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     proposed = compile_or_422(body.rules)
     zone = zone_of(body.tz, site)
@@ -214,7 +253,12 @@ class Reclassify(BaseModel):
     tz: str | None = None
 
 
-@router.post("/v1/reclassify", status_code=202, summary="Reclassify a range under the current ruleset (a job)")
+@router.post(
+    "/v1/reclassify",
+    status_code=202,
+    summary="Reclassify a range under the current ruleset (a job)",
+    responses=answers(Job, status=202),
+)
 async def reclassify(body: Reclassify, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     zone: ZoneInfo = zone_of(body.tz, site)
     start, end = period_of(body.from_, body.to, zone, max_period_days(request))
@@ -227,7 +271,7 @@ async def reclassify(body: Reclassify, request: Request, site: AdminSite, conn: 
 JobStatus = Literal["queued", "running", "done", "failed"]
 
 
-@router.get("/v1/jobs", summary="The site's jobs, newest first")
+@router.get("/v1/jobs", summary="The site's jobs, newest first", responses=answers(Jobs))
 async def list_jobs(
     site: AdminSite,
     conn: Conn,
@@ -237,7 +281,11 @@ async def list_jobs(
     return {"jobs": [_job(job) for job in await job_store.list_jobs(conn, site.site_id, status, limit)]}
 
 
-@router.get("/v1/jobs/{job_id}", summary="A job's status and progress")
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="A job's status and progress",
+    responses=answers(Job, e404="No such job (job_not_found)"),
+)
 async def get_job(
     job_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="The id POST /v1/reclassify answered", examples=[1])],
     site: AdminSite,

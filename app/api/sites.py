@@ -11,10 +11,12 @@ from pydantic import BaseModel, Field, field_validator
 from app.api import keys
 from app.api.audit import AuditBefore, AuditLimit, audit_page, record
 from app.api.deps import Conn, RootAdmin, SettingsDep
+from app.api.schemas import AuditPage, KeyRevoked, RotatedKeys, SiteDeleted, SiteKeys, SiteSummary, answers
 from app.errors import NotFound
 from app.store import sites as site_store
 
 router = APIRouter(tags=["sites"], dependencies=[RootAdmin])
+NO_SITE = "No such site (site_not_found)"
 SiteId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A site's id", examples=[1])]
 
 
@@ -100,12 +102,16 @@ async def create_site(body: SiteIn, request: Request, conn: Conn) -> SiteCreated
     )
 
 
-@router.get("/v1/sites", summary="All sites (no secret keys)")
+@router.get("/v1/sites", summary="All sites (no secret keys)", responses=answers(list[SiteSummary]))
 async def list_sites(conn: Conn) -> list[dict[str, Any]]:
     return await site_store.list_sites(conn)
 
 
-@router.delete("/v1/sites/{site_id}", summary="Purge a site: its events, derived data, keys and settings")
+@router.delete(
+    "/v1/sites/{site_id}",
+    summary="Purge a site: its events, derived data, keys and settings",
+    responses=answers(SiteDeleted, e404=NO_SITE),
+)
 async def delete_site(site_id: SiteId, request: Request, conn: Conn) -> dict[str, Any]:
     if not await site_store.delete_site(conn, site_id):
         raise NotFound(f"no site {site_id}", "site_not_found")
@@ -118,13 +124,21 @@ async def _existing(conn: Conn, site_id: int) -> None:
         raise NotFound(f"no site {site_id}", "site_not_found")
 
 
-@router.get("/v1/sites/{site_id}/keys", summary="A site's keys (ids, kinds, prefixes, expiry)")
+@router.get(
+    "/v1/sites/{site_id}/keys",
+    summary="A site's keys (ids, kinds, prefixes, expiry)",
+    responses=answers(SiteKeys, e404=NO_SITE),
+)
 async def site_keys(site_id: SiteId, conn: Conn) -> dict[str, Any]:
     await _existing(conn, site_id)
     return {"site": site_id, "keys": await site_store.list_keys(conn, site_id)}
 
 
-@router.post("/v1/sites/{site_id}/keys/rotate", summary="Rotate a site's keys (e.g. a lost admin key)")
+@router.post(
+    "/v1/sites/{site_id}/keys/rotate",
+    summary="Rotate a site's keys (e.g. a lost admin key)",
+    responses=answers(RotatedKeys, e404=NO_SITE),
+)
 async def rotate_site_keys(
     site_id: SiteId, body: keys.Rotation, request: Request, conn: Conn, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -132,12 +146,18 @@ async def rotate_site_keys(
     return await keys.rotate(request, conn, settings, site_id, body)
 
 
-@router.delete("/v1/sites/{site_id}/keys/{key_id}", summary="Revoke one of a site's keys now")
+@router.delete(
+    "/v1/sites/{site_id}/keys/{key_id}",
+    summary="Revoke one of a site's keys now",
+    responses=answers(KeyRevoked, e404="No valid key of that id on the site (key_not_found)"),
+)
 async def revoke_site_key(site_id: SiteId, key_id: keys.KeyId, request: Request, conn: Conn) -> dict[str, Any]:
     return await keys.revoke(request, conn, site_id, key_id)
 
 
-@router.get("/v1/sites/{site_id}/audit", summary="A site's audit log (also after a purge)")
+@router.get(
+    "/v1/sites/{site_id}/audit", summary="A site's audit log (also after a purge)", responses=answers(AuditPage)
+)
 async def site_audit(
     site_id: SiteId, conn: Conn, limit: AuditLimit = 100, before: AuditBefore = None
 ) -> dict[str, Any]:

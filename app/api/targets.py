@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn
+from app.api.schemas import Targets, TargetsUpdated, answers
 from app.domain.kpis import REGISTRY
 from app.domain.plan import direction
 from app.store import targets as targets_store
@@ -21,7 +22,7 @@ MONTH_PATTERN = r"^(19|20|21)\d\d-(0[1-9]|1[0-2])$"  # 1900-01 .. 2199-12
 class Target(BaseModel):
     kpi: str = Field(description="A KPI name of /v1/kpis", examples=["revenue"])
     month: str = Field(pattern=MONTH_PATTERN, description="Calendar month YYYY-MM", examples=["2026-03"])
-    value: float = Field(description="The planned value", examples=[25000])
+    value: float = Field(description="The planned value (finite)", examples=[25000], allow_inf_nan=False)
 
     @field_validator("kpi")
     @classmethod
@@ -40,7 +41,7 @@ def month_start(month: str) -> date:
     return date(int(year), int(number), 1)
 
 
-@router.put("/v1/targets", summary="Set targets (upsert per KPI and month)")
+@router.put("/v1/targets", summary="Set targets (upsert per KPI and month)", responses=answers(TargetsUpdated))
 async def put_targets(body: TargetsIn, request: Request, site: AdminSite, conn: Conn) -> dict[str, Any]:
     rows = [(t.kpi, month_start(t.month), t.value) for t in body.targets]
     await targets_store.upsert_targets(conn, site.site_id, rows)
@@ -53,6 +54,7 @@ async def put_targets(body: TargetsIn, request: Request, site: AdminSite, conn: 
 @router.get(
     "/v1/targets",
     summary="Targets between two months (inclusive), each with its KPI's direction (higher or lower is better)",
+    responses=answers(Targets),
 )
 async def get_targets(
     site: AdminSite,

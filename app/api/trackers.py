@@ -27,7 +27,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
-from app.api.ingest import NO_CACHE, PIXEL, ingest_messages
+from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, SINGLE_ANSWERS, ingest_messages
+from app.api.ingest_schemas import (
+    GIF_ANSWERS,
+    POSTHOG_BODY,
+    SHORT_BATCH_BODY,
+    SINGLE_BODY,
+    SNOWPLOW_BODY,
+    SNOWPLOW_QUERY,
+    IngestAnswer,
+)
+from app.api.schemas import answers
 from app.config import Settings
 from app.errors import DATABASE_DOWN, BadRequest, PayloadTooLarge, RacetrackError
 from app.jsonresponse import JSONAnswer
@@ -78,7 +88,15 @@ async def ingest_keyed(
 # ---------------------------------------------------------------- analytics.js short paths
 
 
-@router.post("/v1/b", summary="analytics.js batch: {batch: [messages], sentAt, writeKey} or [messages] (text/plain)")
+BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no array of messages (invalid_batch)")
+
+
+@router.post(
+    "/v1/b",
+    summary="analytics.js batch: {batch: [messages], sentAt, writeKey} or [messages] (text/plain)",
+    responses=BATCH_ANSWERS,
+    openapi_extra=SHORT_BATCH_BODY,
+)
 async def short_batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
     body = parse_json(await read_body(request, settings.request_max_bytes))
     messages = body if isinstance(body, list) else body.get("batch") if isinstance(body, Mapping) else None
@@ -111,7 +129,12 @@ def _short_route(letter: str, kind: str) -> None:
 
     endpoint.__name__ = f"short_{kind}"
     router.add_api_route(
-        f"/v1/{letter}", endpoint, methods=["POST"], summary=f"analytics.js {kind}: one message (text/plain)"
+        f"/v1/{letter}",
+        endpoint,
+        methods=["POST"],
+        summary=f"analytics.js {kind}: one message (text/plain)",
+        responses=SINGLE_ANSWERS,
+        openapi_extra=SINGLE_BODY,
     )
 
 
@@ -155,6 +178,10 @@ async def posthog_capture(request: Request, writer: WriterDep, settings: Setting
     return JSONAnswer(await ingest_keyed(request, writer, settings, messages, {}))
 
 
+POSTHOG_ANSWERS = answers(
+    IngestAnswer,
+    e400=f"{MALFORMED}, bad gzip or base64 (malformed_body), lz64 (unsupported_encoding), or no events (invalid_batch)",
+)
 for _path in POSTHOG_PATHS:
     for _variant in (_path, f"{_path}/"):
         router.add_api_route(
@@ -163,19 +190,32 @@ for _path in POSTHOG_PATHS:
             methods=["POST"],
             name=f"posthog_{_variant.strip('/').replace('/', '_')}_{'slash' if _variant.endswith('/') else 'bare'}",
             summary="PostHog capture: {api_key, batch: [events]}, a list of events or one event",
+            responses=POSTHOG_ANSWERS,
+            openapi_extra=POSTHOG_BODY,
         )
 
 
 # ---------------------------------------------------------------- Snowplow
 
 
-@router.post(SNOWPLOW_POST_PATH, summary="Snowplow tracker protocol 2: {schema, data: [events]}")
+@router.post(
+    SNOWPLOW_POST_PATH,
+    summary="Snowplow tracker protocol 2: {schema, data: [events]}",
+    responses=answers(IngestAnswer, e400=f"{MALFORMED}, or no array of events (invalid_batch)"),
+    openapi_extra=SNOWPLOW_BODY,
+)
 async def snowplow_post(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
     body = parse_json(await read_body(request, settings.request_max_bytes))
     return JSONAnswer(await ingest_keyed(request, writer, settings, tp2_messages(body), {}))
 
 
-@router.get("/i", summary="Snowplow tracker protocol 2, one event as query parameters; answers a 1x1 GIF")
+@router.get(
+    "/i",
+    summary="Snowplow tracker protocol 2, one event as query parameters; answers a 1x1 GIF",
+    response_class=Response,
+    responses=GIF_ANSWERS,
+    openapi_extra={"parameters": SNOWPLOW_QUERY},
+)
 async def snowplow_get(request: Request, writer: WriterDep, settings: SettingsDep) -> Response:
     headers = dict(NO_CACHE)
     status = 200

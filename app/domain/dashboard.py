@@ -27,6 +27,7 @@ def _lower_is_better(kpi: str) -> bool:
     return REGISTRY.kpi(kpi).direction is Direction.LOWER
 
 
+
 # Plan status: the projected (running month) or actual value against the target.
 GREEN_FROM = 1.0  # on or beyond target
 AMBER_FROM = 0.9  # within 10 % of it

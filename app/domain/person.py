@@ -67,7 +67,9 @@ def derive_person(
 
 
 def derive_person_state(
-    person_id: str, events: Iterable[Event], ruleset_for: Callable[[int | None], CompiledRuleset],
+    person_id: str,
+    events: Iterable[Event],
+    ruleset_for: Callable[[int | None], CompiledRuleset],
     currency: str | None = None,
 ) -> tuple[list[EventFacts], list[SessionFacts], PersonState]:
     """derive_person, and the state after the last event: extending an empty past is deriving."""

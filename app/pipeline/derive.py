@@ -273,7 +273,11 @@ async def rank_orders(
 
 
 async def derive_batch(
-    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, rows: Sequence[Any], ruleset_for: RulesetFor,
+    conn: asyncpg.Connection,
+    site_id: int,
+    zone: ZoneInfo,
+    rows: Sequence[Any],
+    ruleset_for: RulesetFor,
     currency: str | None = None,
 ) -> int:
     """Derive these inbox rows of a site, in the caller's transaction (under the site's lock)."""

@@ -104,7 +104,8 @@ def _ordered_funnel_sql(steps: Sequence[FunnelStep]) -> str:
                   {"AND (n.t IS NULL OR e.event_at < n.t)" if bound else ""}
                 GROUP BY p.person_id, p.t0)"""
         )
-    stats = ["SELECT 0 AS step, count(*) AS persons, NULL::float8 AS median FROM s0"]
+    # the condition types $4 (the window) when no later step uses it (a one-step funnel)
+    stats = ["SELECT 0 AS step, count(*) AS persons, NULL::float8 AS median FROM s0 WHERE $4::interval IS NOT NULL"]
     for i in range(1, len(steps)):
         gap = f"extract(epoch FROM c.t - COALESCE({lower(i)}))::float8"
         stats.append(
