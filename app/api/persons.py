@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Pool, Rulesets, SettingsDep
+from app.api.schemas import answers
 from app.domain.erasure import InvalidPersonId, PersonRef, parse_person_id
 from app.domain.normalize import MAX_ID_LENGTH
 from app.domain.person import SessionFacts
@@ -37,19 +38,10 @@ PersonPath = Annotated[
 ]
 
 
-class ErrorAnswer(BaseModel):
-    code: str = Field(examples=["person_not_found"])
-    message: str
-    details: list[Any]
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorAnswer, "description": "No key, or an unknown one"},
-    403: {"model": ErrorAnswer, "description": "Not the site's admin key"},
-    404: {"model": ErrorAnswer, "description": "Nothing is stored about this person (`person_not_found`)"},
-    422: {"model": ErrorAnswer, "description": "Not a person id (`invalid_parameter`, field `person_id`)"},
-    429: {"model": ErrorAnswer, "description": "Rate limited (see Retry-After)"},
-}
+ERRORS = answers(
+    e404="Nothing is stored about this person (`person_not_found`)",
+    e422="Not a person id (`invalid_parameter`, field `person_id`)",
+)
 
 
 class ErasedCounts(BaseModel):
