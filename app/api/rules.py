@@ -26,7 +26,7 @@ from app.api.schemas import (
 )
 from app.domain.classify import classify, explain
 from app.domain.model import PersonHistory
-from app.domain.normalize import Receipt, Rejection, as_event, normalize
+from app.domain.normalize import Receipt, Rejection, normalize
 from app.domain.person import derive_person
 from app.domain.rule_limits import DocumentError, load_yaml
 from app.domain.rules import CompiledRuleset, RuleError, compile_ruleset
@@ -144,8 +144,7 @@ async def test_rules(body: RuleTest, site: AdminSite, conn: Conn, rulesets: Rule
                 }
             )
             continue
-        event = as_event(normalized)
-        got = classify(event, history, ruleset)
+        got = classify(normalized, history, ruleset)  # an IncomingEvent is an Event
         results.append(
             {
                 "index": index,
@@ -154,7 +153,7 @@ async def test_rules(body: RuleTest, site: AdminSite, conn: Conn, rulesets: Rule
                 "value": got.value,
                 "lead": got.lead,
                 "order": got.order,
-                "explain": explain(event, history, ruleset),
+                "explain": explain(normalized, history, ruleset),
             }
         )
     # a proposed ruleset has no version yet

@@ -16,9 +16,11 @@ class Stage(StrEnum):
     NONE = "none"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A normalized message, as classification and sessionisation see it."""
+    """A normalized message, as classification and sessionisation see it (an arriving one is an
+    IncomingEvent, app/domain/normalize.py). Not frozen, though never changed: one is built per
+    ingested and per derived event, and a frozen dataclass's __init__ costs about four times as much."""
 
     message_id: str
     type: str

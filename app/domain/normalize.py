@@ -36,28 +36,17 @@ class Rejection:
     message_id: str | None = None
 
 
-@dataclass(slots=True)
-class IncomingEvent:
-    message_id: str
-    type: str
-    event_at: datetime
+@dataclass(slots=True, kw_only=True)
+class IncomingEvent(Event):
+    """An Event as it arrives (not stored yet: event_id 0, not classified), with what only the inbox
+    keeps: its receipt time, the person's ids, sentAt, traits and context."""
+
     received_at: datetime
     anonymous_id: str | None
     user_id: str | None
-    event_name: str | None = None
-    name: str | None = None
     sent_at: datetime | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
     traits: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    url: str | None = None
-    referrer: str | None = None
-    campaign: dict[str, str] = field(default_factory=dict)
-    channel: str = "Direct"
-    device: str = "unknown"
-    session_hint: str | None = None
-    is_bot: bool = False
 
     @property
     def order_id(self) -> str | None:
@@ -264,23 +253,3 @@ def _message_id(raw: Mapping[str, Any]) -> str:
         digest = hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return f"rt-{digest[:32]}"
     return f"rt-{uuid.uuid4().hex}"
-
-
-def as_event(incoming: IncomingEvent) -> Event:
-    """The classification view of an incoming message (for rule tests before anything is stored)."""
-    return Event(
-        message_id=incoming.message_id,
-        type=incoming.type,
-        event_at=incoming.event_at,
-        event_name=incoming.event_name,
-        name=incoming.name,
-        properties=incoming.properties,
-        path=incoming.path,
-        url=incoming.url,
-        referrer=incoming.referrer,
-        campaign=incoming.campaign,
-        channel=incoming.channel,
-        device=incoming.device,
-        session_hint=incoming.session_hint,
-        is_bot=incoming.is_bot,
-    )
