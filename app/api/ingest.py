@@ -125,17 +125,25 @@ async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> J
 
 async def batch_answer(request: Request, writer: Writer, settings: Settings) -> JSONAnswer:
     body = parse_json(await read_body(request, settings.request_max_bytes))
-    messages = body.get("batch") if isinstance(body, Mapping) else None
-    if not isinstance(messages, list):
+    messages = batch_messages(body.get("batch") if isinstance(body, Mapping) else None)
+    return JSONAnswer(await ingest_messages(request, writer, settings, body, messages))
+
+
+def batch_messages(found: Any) -> list[Any]:
+    """A request's batch: a list, else 400 invalid_batch."""
+    if not isinstance(found, list):
         raise BadRequest(
             "body must be an object with a 'batch' array",
             "invalid_batch",
             [{"field": "batch", "message": "must be an array of messages"}],
         )
-    return JSONAnswer(await ingest_messages(request, writer, settings, body, messages))
+    return found
 
 
-async def _single(kind: str, request: Request, writer: Writer, settings: Settings) -> JSONAnswer:
+async def single_answer(
+    kind: str, request: Request, writer: Writer, settings: Settings, drop_write_key: bool = False
+) -> JSONAnswer:
+    """One message of this type; its rejection is the request's 400."""
     body = parse_json(await read_body(request, settings.request_max_bytes))
     if not isinstance(body, dict):
         raise BadRequest(
@@ -144,6 +152,8 @@ async def _single(kind: str, request: Request, writer: Writer, settings: Setting
             [{"field": "message", "message": "must be an object"}],
         )
     message = {**body, "type": kind}
+    if drop_write_key:
+        message.pop("writeKey", None)
     answer = await ingest_messages(request, writer, settings, body, [message])
     if answer["rejected"]:
         first = answer["rejected"][0]
@@ -153,7 +163,7 @@ async def _single(kind: str, request: Request, writer: Writer, settings: Setting
 
 def _single_route(kind: str) -> None:
     async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-        return await _single(kind, request, writer, settings)
+        return await single_answer(kind, request, writer, settings)
 
     endpoint.__name__ = f"ingest_{kind}"
     router.add_api_route(
@@ -207,7 +217,7 @@ class FastIngest:
         self.app = app
         self.handlers: dict[str, Callable[[Request, Writer, Settings], Awaitable[Response]]] = {
             "/v1/batch": batch_answer,
-            **{f"/v1/{kind}": partial(_single, kind) for kind in SINGLE_TYPES},
+            **{f"/v1/{kind}": partial(single_answer, kind) for kind in SINGLE_TYPES},
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

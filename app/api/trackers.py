@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
-from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, SINGLE_ANSWERS, ingest_messages
+from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, SINGLE_ANSWERS, batch_messages, ingest_messages, single_answer
 from app.api.ingest_schemas import (
     GIF_ANSWERS,
     POSTHOG_BODY,
@@ -99,33 +99,16 @@ BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no array of message
 )
 async def short_batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
     body = parse_json(await read_body(request, settings.request_max_bytes))
-    messages = body if isinstance(body, list) else body.get("batch") if isinstance(body, Mapping) else None
-    if not isinstance(messages, list):
-        raise BadRequest(
-            "body must be an object with a 'batch' array",
-            "invalid_batch",
-            [{"field": "batch", "message": "must be an array of messages"}],
-        )
+    messages = batch_messages(
+        body if isinstance(body, list) else body.get("batch") if isinstance(body, Mapping) else None
+    )
     fields = {k: v for k, v in body.items() if k != "batch"} if isinstance(body, Mapping) else {}
     return JSONAnswer(await ingest_keyed(request, writer, settings, messages, fields))
 
 
 def _short_route(letter: str, kind: str) -> None:
     async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-        body = parse_json(await read_body(request, settings.request_max_bytes))
-        if not isinstance(body, dict):
-            raise BadRequest(
-                "body must be a JSON object (one message)",
-                "invalid_message",
-                [{"field": "message", "message": "must be an object"}],
-            )
-        message = {**body, "type": kind}
-        message.pop("writeKey", None)
-        answer = await ingest_messages(request, writer, settings, body, [message])
-        if answer["rejected"]:
-            first = answer["rejected"][0]
-            raise BadRequest(first["message"], first["code"], [{"field": first["field"], "message": first["message"]}])
-        return JSONAnswer(answer)
+        return await single_answer(kind, request, writer, settings, drop_write_key=True)
 
     endpoint.__name__ = f"short_{kind}"
     router.add_api_route(
