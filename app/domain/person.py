@@ -191,7 +191,17 @@ def person_id_of(user_id: str | None, anonymous_id: str | None, links: Mapping[s
     """An event's person (DESIGN §3): its userId; else the userId its anonymousId is linked to; else
     its anonymousId."""
     if user_id:
-        return f"u:{user_id}"
+        return user_person(user_id)
     assert anonymous_id is not None
     linked = links.get(anonymous_id)
-    return f"u:{linked}" if linked else f"a:{anonymous_id}"
+    return user_person(linked) if linked else anonymous_person(anonymous_id)
+
+
+def user_person(user_id: str) -> str:
+    """The id of the person a userId is."""
+    return f"u:{user_id}"
+
+
+def anonymous_person(anonymous_id: str) -> str:
+    """The id of an anonymous visitor's own person (before, or without, a link to a userId)."""
+    return f"a:{anonymous_id}"

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from app.domain.kpis import REGISTRY, Bucket, ratio
+from app.domain.person import anonymous_person, user_person
 from app.domain.plan import attainment, direction, status
 
 # ---- ordered goal funnel -------------------------------------------------------------------------
@@ -116,12 +117,12 @@ def anonymous_part(given: str) -> str | None:
 def person_candidates(given: str, linked_user: str | None) -> list[str]:
     """Person ids to try, best first: 'u:X' as given; 'a:X' -> its linked user, else itself;
     a bare X -> user X, then the user anonymous id X is linked to, then anonymous X."""
-    linked = [f"u:{linked_user}"] if linked_user else []
+    linked = [user_person(linked_user)] if linked_user else []
     if given.startswith("u:"):
         return [given]
     if given.startswith("a:"):
         return [*linked, given]
-    return [f"u:{given}", *linked, f"a:{given}"]
+    return [user_person(given), *linked, anonymous_person(given)]
 
 
 # ---- cohorts -------------------------------------------------------------------------------------

@@ -35,9 +35,11 @@ from app.domain.person import (
     EventFacts,
     PersonState,
     SessionFacts,
+    anonymous_person,
     derive_person_state,
     extend_person,
     person_id_of,
+    user_person,
 )
 from app.domain.rollup_delta import EventColumns, Groups, RollupDelta, groups_of
 from app.domain.rules import CompiledRuleset
@@ -292,12 +294,12 @@ async def derive_batch(
     if pairs:  # only then can a link appear or change
         await event_store.upsert_links(conn, site_id, pairs)
         after = await event_store.resolve_links(conn, site_id, anonymous)
-    moved = {a: f"u:{after[a]}" for a in anonymous if a in after and after.get(a) != before.get(a)}
+    moved = {a: user_person(after[a]) for a in anonymous if a in after and after.get(a) != before.get(a)}
     if moved:  # an anonymousId with nothing stored (its events all arrive now) moves no history
-        unlinked = [f"a:{a}" for a in moved if a not in before]
+        unlinked = [anonymous_person(a) for a in moved if a not in before]
         stored = await person_store.load_states(conn, site_id, unlinked) if unlinked else {}
-        moved = {a: p for a, p in moved.items() if a in before or f"a:{a}" in stored}
-    relinked = set(moved.values()) | {f"u:{before[a]}" if a in before else f"a:{a}" for a in moved}
+        moved = {a: p for a, p in moved.items() if a in before or anonymous_person(a) in stored}
+    relinked = set(moved.values()) | {user_person(before[a]) if a in before else anonymous_person(a) for a in moved}
     arriving = [(person_id_of(a.user_id, a.anonymous_id, after), a.event) for a in counted]
     work = await derive_persons(conn, site_id, zone, ruleset_for, arriving, relinked | ranked.demoted_persons,
                                 frozenset(ranked.demoted), moved, currency)  # fmt: skip

@@ -16,18 +16,15 @@ import asyncpg
 import orjson
 
 from app.domain.erasure import CONTACT_KEYS, Identifiers, PersonRef, identifiers_of
+from app.domain.person import anonymous_person
+from app.store import persons as person_store
+from app.store import tables
 
 # a row that carries the person's ids: their userId, or no userId and one of their anonymousIds
 _THEIRS = "(user_id = $2 OR (user_id IS NULL AND anonymous_id = ANY($3::text[])))"
-EVENT_COLUMNS = (
-    "event_id", "message_id", "type", "event_name", "name", "anonymous_id", "user_id", "event_at", "received_at",
-    "sent_at", "properties", "traits", "context", "path", "url", "referrer", "campaign", "channel", "device",
-    "session_hint", "is_bot",
-)  # fmt: skip
-EVENT_FACTS = (
-    "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order", "is_repeat_order",
-    "session_key", "nps_score", "ruleset_version",
-)  # fmt: skip
+# a stored event's message columns (an inbox row's, with its event id) and what derivation decided of it
+EVENT_COLUMNS = ("event_id", *tables.columns(tables.inbox, "inbox_id", "site_id"))
+EVENT_FACTS = person_store.FACT_COLUMNS
 PENDING_COLUMNS = tuple(c if c != "event_id" else "inbox_id" for c in EVENT_COLUMNS)
 
 
@@ -210,7 +207,7 @@ async def delete_person_rows(
     await conn.execute(
         """UPDATE person_number SET person_id = 'erased:' || number
            WHERE site_id = $1 AND (person_id = $2 OR person_id = ANY($3::text[]))""",
-        site_id, person_id, [f"a:{a}" for a in anonymous_ids if person_id != f"a:{a}"],
+        site_id, person_id, [p for p in map(anonymous_person, anonymous_ids) if p != person_id],
     )  # fmt: skip
     return {"events": events, "sessions": sessions, "person_state": state}
 
