@@ -111,7 +111,7 @@ async def rollup_counts(
     """Counts per (aligned bucket start, group) and the top groups of a limited breakdown, from the
     rollups (one snapshot); None when the period's edges are not on 15-minute boundaries."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        p = domain.plan(bucket_list, site_zone, await rollup_store.first_slot(conn, site_id))
+        p = domain.read_plan(bucket_list, site_zone, await rollup_store.first_slot(conn, site_id))
         if p is None:
             return None
         dim = breakdown or ""

@@ -125,7 +125,7 @@ class DuplicateOrder(BaseModel):
     properties: dict[str, Any]
 
 
-class RejectedMessage(BaseModel):
+class KeptRejectedMessage(BaseModel):
     id: int
     received_at: datetime
     code: str
@@ -135,7 +135,7 @@ class RejectedMessage(BaseModel):
     replayed_at: datetime | None
 
 
-class Identities(BaseModel):
+class ExportedIdentities(BaseModel):
     user_id: str | None
     anonymous_ids: list[str] = Field(description="AnonymousIds whose anonymous events are this person's")
     emails: list[str] = Field(description="E-mail addresses their events sent (traits, context.traits, properties)")
@@ -147,14 +147,14 @@ class ExportAnswer(BaseModel):
     person_id: str
     exported_at: datetime
     complete: bool = Field(description=f"false when the person has more than {EXPORT_MAX_EVENTS} stored events")
-    identities: Identities
+    identities: ExportedIdentities
     person_state: PersonState | None
     events: list[ExportedEvent] = Field(description="Stored events, oldest first (bots included, flagged)")
     pending_events: list[ExportedEvent] = Field(description="Acknowledged, not derived yet")
     sessions: list[SessionFacts]  # the stored rows, as derivation keeps them
     identity_links: list[IdentityLink]
     duplicate_orders: list[DuplicateOrder] = Field(description="Copies of an order id that did not count")
-    rejected_messages: list[RejectedMessage] = Field(description="Kept rejected messages carrying their ids")
+    rejected_messages: list[KeptRejectedMessage] = Field(description="Kept rejected messages carrying their ids")
 
 
 def _person(person_id: str) -> PersonRef:

@@ -155,7 +155,7 @@ def parents(quarters: Iterable[datetime], zone: ZoneInfo) -> tuple[set[datetime]
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class ReadPlan:
     """What one KPI answer reads: each bucket's units, and the units before the period (for the
     'to date' figures)."""
 
@@ -167,19 +167,19 @@ class Plan:
         return {u for _, units in self.buckets for u in units} | set(self.before)
 
 
-def plan(bucket_list: Sequence[Bucket], zone: ZoneInfo, first_slot: datetime | None) -> Plan | None:
+def read_plan(bucket_list: Sequence[Bucket], zone: ZoneInfo, first_slot: datetime | None) -> ReadPlan | None:
     """None when a bucket edge is not on a quarter boundary (the caller computes from events)."""
     if not all(on_quarter(b.start) and on_quarter(b.end) for b in bucket_list):
         return None
     start = bucket_list[0].start
     before = cover(first_slot, start, zone) if first_slot is not None and first_slot < start else []
-    return Plan([(b, cover(b.start, b.end, zone)) for b in bucket_list], before)
+    return ReadPlan([(b, cover(b.start, b.end, zone)) for b in bucket_list], before)
 
 
 Rows = dict[Unit, dict[str, Rollup]]  # unit -> group -> rollup
 
 
-def top_groups(rows: Rows, p: Plan, limit: int) -> list[str]:
+def top_groups(rows: Rows, p: ReadPlan, limit: int) -> list[str]:
     """The groups with the most sessions starting in the period, most first (ties by name)."""
     sessions: dict[str, float] = {}
     for _, units in p.buckets:
@@ -190,7 +190,7 @@ def top_groups(rows: Rows, p: Plan, limit: int) -> list[str]:
     return ranked[:limit]
 
 
-def merged_counts(rows: Rows, p: Plan, rename: dict[str, str] | None = None) -> dict[tuple[datetime, str], Counts]:
+def merged_counts(rows: Rows, p: ReadPlan, rename: dict[str, str] | None = None) -> dict[tuple[datetime, str], Counts]:
     """Counts per (aligned bucket start, group) from merged rollup rows, the same as computed from the
     events. `rename` folds groups together (the '(other)' group of a limited breakdown)."""
 
