@@ -23,7 +23,7 @@ from app.domain.rollup import (
     merged,
     merged_counts,
     on_quarter,
-    plan,
+    read_plan,
     stage_persons,
     top_groups,
 )
@@ -110,7 +110,7 @@ def test_counts_from_merged_rows_equal_brute_force(seed: int, zone_name: str, gr
     start = datetime(2026, 3, 3, tzinfo=zone) + skip * QUARTER_SPAN
     end = datetime(2026, 3, 8, tzinfo=zone)
     bucket_list = buckets(start, end, Granularity(granularity), zone)
-    p = plan(bucket_list, zone, BASE)
+    p = read_plan(bucket_list, zone, BASE)
     assert p is not None
     got = merged_counts(rows, p)
     for b in bucket_list:
@@ -139,7 +139,7 @@ def test_other_group_is_a_union_not_a_sum() -> None:
     c.sets["visitors"] = BitMap([9])
     rows: Rows = {(QUARTER, BASE): {"x": a, "y": b, "z": c}}
     bucket_list = buckets(BASE, BASE + QUARTER_SPAN, Granularity.TOTAL, zone)
-    p = plan(bucket_list, zone, BASE)
+    p = read_plan(bucket_list, zone, BASE)
     assert p is not None
     assert top_groups(rows, p, 2) == ["x", "z"]
     got = merged_counts(rows, p, {"y": "(other)", "z": "(other)"})
@@ -152,4 +152,4 @@ def test_other_group_is_a_union_not_a_sum() -> None:
 def test_periods_off_the_quarter_hour_are_not_planned() -> None:
     zone = ZoneInfo("UTC")
     start = BASE + timedelta(minutes=7)
-    assert plan(buckets(start, start + timedelta(days=1), Granularity.DAY, zone), zone, None) is None
+    assert read_plan(buckets(start, start + timedelta(days=1), Granularity.DAY, zone), zone, None) is None
