@@ -40,7 +40,7 @@ class Event:
     ruleset_version: int | None = None  # None: not classified yet, use the current ruleset
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, never changed: see Event
 class PersonHistory:
     """What a person did before the event being classified (by event time)."""
 
@@ -50,7 +50,7 @@ class PersonHistory:
     first_seen_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, never changed: see Event
 class Classification:
     stage: Stage
     goal: str | None

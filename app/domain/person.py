@@ -21,7 +21,7 @@ PAGE_TYPES = frozenset({"page", "screen"})
 NPS_GOAL = "nps"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, never changed: see Event
 class EventFacts:
     event_id: int
     stage: Stage
@@ -37,7 +37,7 @@ class EventFacts:
     ruleset_version: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, never changed: see Event
 class SessionFacts:
     session_key: str
     started_at: datetime
@@ -100,7 +100,7 @@ def _session(key: str, members: Sequence[Event]) -> SessionFacts:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, never changed: see Event
 class PersonState:
     """Enough of a person's past to extend it with later events without reading them again."""
 
