@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
     deriver: bool = True  # False: this process only serves; another process (`racetrack derive`) derives
     derive_processes: int = 1  # `racetrack serve` runs this many niced deriver processes (0: in the workers)
-    derive_batch: int = 5000  # inbox rows per derivation transaction
+    derive_batch: int = 10_000  # inbox rows per derivation transaction (larger ones share their rollup rows)
     derive_idle_seconds: float = 0.05  # how often an idle deriver looks at the inbox (commits here wake it)
     # after a batch short of derive_batch, wait this long for more rows (fewer, larger batches under
     # a steady stream: each batch costs ~25 statements whatever its size); commits here wake it
