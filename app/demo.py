@@ -62,9 +62,7 @@ LANDINGS: list[tuple[dict[str, str], str | None]] = [
     ({"source": "instagram", "medium": "paid_social", "name": "reels"}, "https://instagram.com/"),
 ]
 HOST = "https://shop.example.com"
-# the demo's backlog comes person by person over all its days: large batches share their rollup
-# rows (5,000 events spread over 90 days would touch a rollup row for nearly every event)
-DERIVE_BATCH = 50_000
+DERIVE_BATCH = 50_000  # the demo's backlog is all its days at once: large batches share rollup rows
 CHUNK_PERSONS = 2000  # visitors per COPY transaction when loading
 EVENTS_PER_PERSON = 4.5  # about what the realistic mix makes per person (the dense one: 9)
 PRODUCTS = ["sneaker", "boot", "sandal", "loafer", "slipper"]
@@ -381,14 +379,15 @@ async def load_demo(
     now: datetime | None = None,
     profile: Profile = Profile.REALISTIC,
 ) -> dict[str, Any]:
-    """Create a demo site and load generated journeys through the write path: appended to the inbox
-    (COPY) as ingestion does, then derived by the same deriver as live traffic. Each event is
+    """Create a demo site and load generated journeys through the write path: their messageIds
+    claimed and the events appended (COPY) as ingestion does, reaching the inbox in the order they
+    were received, then derived by the same deriver as live traffic. Each event is
     received a second after it happened (never after now); the site gets the Plan targets of
     `demo_targets`."""
     from app.domain.normalize import IncomingEvent, normalize
     from app.domain.person import person_id_of
     from app.pipeline import derive, ingest
-    from app.store import events, sites, targets
+    from app.store import events, inbox, sites, targets
     from app.store.database import create_pool
 
     now = now or datetime.now(UTC).replace(microsecond=0)
@@ -399,6 +398,9 @@ async def load_demo(
         async with pool.acquire() as conn:
             site, keys = await sites.create_site(conn, "demo", "UTC", ["shop.example.com"])
         journeys = generate_journeys(persons, days, now - timedelta(days=days), seed, profile)
+        # journeys come person by person; they reach the inbox in the order they were received
+        async with pool.acquire() as conn:
+            await inbox.create_staging(conn)
         while chunk := list(islice(journeys, CHUNK_PERSONS)):
             appended: list[IncomingEvent] = []
             received: dict[datetime, int] = defaultdict(int)
@@ -413,9 +415,11 @@ async def load_demo(
                     _tally(tallies, person_id_of(user, incoming[0].anonymous_id, {}), messages)
                     appended += incoming
             async with pool.acquire() as conn, conn.transaction():
-                loaded += len(await ingest.append(conn, site.site_id, appended))
+                loaded += len(await ingest.append(conn, site.site_id, appended, inbox.STAGING))
                 for hour, accepted in sorted(received.items()):
                     await events.count_ingest(conn, site.site_id, 0, hour, accepted, 0, 0)
+        async with pool.acquire() as conn, conn.transaction():
+            await inbox.release_staging(conn)
         await derive.drain(pool, batch=DERIVE_BATCH)
         async with pool.acquire() as conn:
             await targets.upsert_targets(conn, site.site_id, demo_targets(tallies, now, days))

@@ -26,7 +26,7 @@ from app.config import Settings
 from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
 from app.store import events as event_store
-from app.store import inbox
+from app.store import inbox, tables
 from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.writer")
@@ -39,12 +39,14 @@ def _fail(submissions: Sequence[_Submission], error: Exception) -> None:
             s.done.set_exception(error)
 
 
-async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
-    """Claim these events' messageIds and append the fresh ones to the inbox, in the caller's
-    transaction; the fresh ones (the others were stored before)."""
+async def append(
+    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], table: str = tables.inbox.name
+) -> list[IncomingEvent]:
+    """Claim these events' messageIds and append the fresh ones to the inbox (or a staging table),
+    in the caller's transaction; the fresh ones (the others were stored before)."""
     claimed = await event_store.claim_message_ids(conn, site_id, [e.message_id for e in events])
     fresh = [e for e in events if e.message_id in claimed]
-    await inbox.append(conn, site_id, fresh)
+    await inbox.append(conn, site_id, fresh, table)
     return fresh
 
 

@@ -30,10 +30,32 @@ FACT_COLUMNS = ("person_id", *person_store.FACT_COLUMNS)  # an arriving event's 
 FACT_TYPES = tables.sql_types(tables.event, FACT_COLUMNS)
 
 
-async def append(conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent]) -> None:
+async def append(
+    conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], table: str = tables.inbox.name
+) -> None:
+    """COPY the events into the inbox (or into a staging table made by `create_staging`)."""
     if events:
         records = [_record(site_id, e) for e in events]
-        await conn.copy_records_to_table(tables.inbox.name, columns=COLUMNS, records=records)
+        await conn.copy_records_to_table(table, columns=COLUMNS, records=records)
+
+
+STAGING = "inbox_staging"  # a bulk load (the demo) gathers its events here before they arrive
+
+
+async def create_staging(conn: asyncpg.Connection) -> None:
+    """An unlogged table with the inbox's columns (no id: the ids are given on release)."""
+    await conn.execute(f"DROP TABLE IF EXISTS {STAGING}")
+    await conn.execute(f"CREATE UNLOGGED TABLE {STAGING} AS SELECT {', '.join(COLUMNS)} FROM inbox WITH NO DATA")
+
+
+async def release_staging(conn: asyncpg.Connection) -> None:
+    """The staged events into the inbox in the order they were received (their ids, so the order
+    derivation takes them in, follow receipt as for live traffic), then the staging table goes."""
+    columns = ", ".join(COLUMNS)
+    await conn.execute(
+        f"INSERT INTO inbox ({columns}) SELECT {columns} FROM {STAGING} ORDER BY received_at, message_id"
+    )
+    await conn.execute(f"DROP TABLE {STAGING}")
 
 
 def _record(site_id: int, e: IncomingEvent) -> tuple[Any, ...]:
