@@ -161,23 +161,22 @@ async def single_answer(
     return JSONAnswer(answer)
 
 
-def _single_route(kind: str) -> None:
-    async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-        return await single_answer(kind, request, writer, settings)
+def add_single_route(
+    to: APIRouter, path: str, kind: str, name: str, summary: str, drop_write_key: bool = False
+) -> None:
+    """A route taking one message of this type (Segment's /v1/<type>, analytics.js' short paths)."""
 
-    endpoint.__name__ = f"ingest_{kind}"
-    router.add_api_route(
-        f"/v1/{kind}",
-        endpoint,
-        methods=["POST"],
-        summary=f"One Segment {kind} message",
-        responses=SINGLE_ANSWERS,
-        openapi_extra=SINGLE_BODY,
+    async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
+        return await single_answer(kind, request, writer, settings, drop_write_key=drop_write_key)
+
+    endpoint.__name__ = name
+    to.add_api_route(
+        path, endpoint, methods=["POST"], summary=summary, responses=SINGLE_ANSWERS, openapi_extra=SINGLE_BODY
     )
 
 
 for _kind in SINGLE_TYPES:
-    _single_route(_kind)
+    add_single_route(router, f"/v1/{_kind}", _kind, f"ingest_{_kind}", f"One Segment {_kind} message")
 
 
 @router.get(

@@ -61,7 +61,7 @@ class ErasureAnswer(BaseModel):
     erased: ErasedCounts
 
 
-class EventFacts(BaseModel):
+class ExportedFacts(BaseModel):  # as stored: null where derivation left a column empty
     stage: str | None
     goal: str | None
     value: float | None
@@ -97,7 +97,7 @@ class ExportedEvent(BaseModel):
     device: str
     session_id: str | None = Field(description="context.sessionId as sent")
     is_bot: bool
-    facts: EventFacts | None = Field(description="What derivation decided; null for a pending event")
+    facts: ExportedFacts | None = Field(description="What derivation decided; null for a pending event")
 
 
 class IdentityLink(BaseModel):

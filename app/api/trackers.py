@@ -27,12 +27,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
-from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, SINGLE_ANSWERS, batch_messages, ingest_messages, single_answer
+from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, add_single_route, batch_messages, ingest_messages
 from app.api.ingest_schemas import (
     GIF_ANSWERS,
     POSTHOG_BODY,
     SHORT_BATCH_BODY,
-    SINGLE_BODY,
     SNOWPLOW_BODY,
     SNOWPLOW_QUERY,
     IngestAnswer,
@@ -106,23 +105,9 @@ async def short_batch(request: Request, writer: WriterDep, settings: SettingsDep
     return JSONAnswer(await ingest_keyed(request, writer, settings, messages, fields))
 
 
-def _short_route(letter: str, kind: str) -> None:
-    async def endpoint(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-        return await single_answer(kind, request, writer, settings, drop_write_key=True)
-
-    endpoint.__name__ = f"short_{kind}"
-    router.add_api_route(
-        f"/v1/{letter}",
-        endpoint,
-        methods=["POST"],
-        summary=f"analytics.js {kind}: one message (text/plain)",
-        responses=SINGLE_ANSWERS,
-        openapi_extra=SINGLE_BODY,
-    )
-
-
 for _letter, _kind in SHORT_TYPES.items():
-    _short_route(_letter, _kind)
+    add_single_route(router, f"/v1/{_letter}", _kind, f"short_{_kind}",
+                     f"analytics.js {_kind}: one message (text/plain)", drop_write_key=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------- PostHog
