@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from app.api import (
     audit,
@@ -30,7 +31,7 @@ from app.api.cors import CORSByPath, SiteDomains
 from app.api.deps import WriteKeySites
 from app.api.edge import Edge
 from app.api.freshness import FreshnessHeaders
-from app.api.ingest import FastIngest
+from app.api.ingest import IngestLane
 from app.api.observe import Observe, configure_logging
 from app.api.ratelimit import RateLimits
 from app.config import Settings
@@ -53,6 +54,19 @@ DESCRIPTION = """Racetrack turns a website's tracking events into the RACE funne
 Ingestion speaks Segment's HTTP API (write key by Basic auth, `writeKey` in the body or `?writeKey=`).
 KPI endpoints take the site's read key as `Authorization: Bearer <key>`. Errors are JSON
 `{"code", "message", "details"}`."""
+
+
+class Racetrack(FastAPI):
+    """FastAPI, with the ingestion lane (app.api.ingest.IngestLane) ahead of its middleware stack."""
+
+    lane: IngestLane
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.lane.handler(scope)
+        if handler is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.lane.serve(handler, scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await background.close()
             await pool.close()
 
-    app = FastAPI(
+    app = Racetrack(
         title="Racetrack",
         version="0.1.0",
         description=DESCRIPTION,
@@ -110,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "tracing": settings.opentelemetry, "metrics": settings.opentelemetry, "logs": settings.opentelemetry
         },
     )
+    app.lane = IngestLane(settings)
     add_error_handlers(app)
     openapi_security.install(app)
     for router in (
@@ -129,7 +144,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     dashboard.install(app)
-    app.add_middleware(FastIngest)  # innermost: CORS and request logging still wrap it
     app.add_middleware(FreshnessHeaders)
     app.add_middleware(Edge, settings=settings)  # inside CORS: its refusals carry CORS headers
     app.add_middleware(CORSByPath)

@@ -35,6 +35,11 @@ DOMAINS_CACHE_SECONDS = 30.0
 Headers = list[tuple[bytes, bytes]]
 
 
+def public_headers(origin: bytes | None) -> Headers:
+    """An ingestion (or other public) answer's CORS headers: any origin, never credentials."""
+    return [(b"access-control-allow-origin", origin or b"*"), EXPOSE, (b"vary", b"Origin")]
+
+
 def _under(path: str, roots: tuple[str, ...]) -> bool:
     return any(path == root or path.startswith(root + "/") for root in roots)
 
@@ -95,7 +100,7 @@ class CORSByPath:
 
         def cors() -> list[tuple[bytes, bytes]]:
             if kind == "public":
-                return [(b"access-control-allow-origin", origin or b"*"), EXPOSE, (b"vary", b"Origin")]
+                return public_headers(origin)
             domains = state.get("site_domains") or ()
             if origin and origin_allowed(origin, domains):
                 return [(b"access-control-allow-origin", origin), EXPOSE, (b"vary", b"Origin")]
@@ -136,13 +141,16 @@ class CORSByPath:
         try:
             await self.app(scope, receive, send_with_cors)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if started:
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
                 raise
-            body = orjson.dumps(
-                {"code": "internal_error", "message": "internal error; it has been logged", "details": []}
-            )
-            start = {"type": "http.response.start", "status": 500,
-                     "headers": [(b"content-type", b"application/json"), *cors()]}  # fmt: skip
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+            await internal_error(scope, send, cors())
+
+
+async def internal_error(scope: Scope, send: Send, headers: Headers) -> None:
+    """Log the exception under way and answer 500 (with these headers, e.g. CORS)."""
+    log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+    body = orjson.dumps({"code": "internal_error", "message": "internal error; it has been logged", "details": []})
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"), *headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -12,10 +13,14 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
+from app.api.cors import internal_error, public_headers
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
+from app.api.edge import BodyTimeout, body_timeout_response, refusal, refusal_response, timed_receive
 from app.api.ingest_schemas import GIF_ANSWERS, SEGMENT_BATCH_BODY, SINGLE_BODY, IngestAnswer
+from app.api.observe import RequestLog
 from app.api.schemas import answers
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
@@ -207,29 +212,60 @@ async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data
     return Response(PIXEL, status_code=status, media_type="image/gif", headers=headers)
 
 
-class FastIngest:
-    """The Segment POST endpoints served straight from ASGI, skipping FastAPI's routing and
-    dependency resolution (most of a one-event request's cost). Same handlers, same answers;
-    the FastAPI routes above stay for OpenAPI and for anything this does not take."""
+Handler = Callable[[Request, Writer, Settings], Awaitable[Response]]
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.handlers: dict[str, Callable[[Request, Writer, Settings], Awaitable[Response]]] = {
+
+class IngestLane:
+    """The Segment POST endpoints, served ahead of the middleware stack and FastAPI's routing and
+    dependency resolution (they are most of the traffic, and each layer costs a one-event request
+    more than its handler). It does for them what Observe, CORSByPath and Edge do for every other
+    request, with the same functions; the FastAPI routes above stay for OpenAPI and other methods."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = RequestLog(settings.access_log)
+        self.handlers: dict[str, Handler] = {
             "/v1/batch": batch_answer,
             **{f"/v1/{kind}": partial(single_answer, kind) for kind in SINGLE_TYPES},
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        state = scope["state"]
+    def handler(self, scope: Scope) -> Handler | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        return self.handlers.get(scope["path"])
+
+    async def serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = self.log.begin(scope)
         scope["racetrack.route"] = scope["path"]  # for logs and metrics: no FastAPI route matched
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        extra = [(b"x-request-id", request_id.encode()), *public_headers(origin)]
+        status = 500
         try:
-            response = await handler(Request(scope, receive), state["writer"], state["settings"])
+            response = await self._answer(handler, scope, receive)
+            if response is None:  # the client went away: nobody to answer
+                return
+            response.raw_headers += extra
+            status = response.status_code
+            await response(scope, receive, send)
+        except Exception:
+            await internal_error(scope, send, extra)
+        finally:
+            self.log.end(scope, request_id, status, started)
+
+    async def _answer(self, handler: Handler, scope: Scope, receive: Receive) -> Response | None:
+        why = refusal(scope, self.settings)
+        if why is not None:
+            return refusal_response(why)
+        state = scope["state"]
+        request = Request(scope, timed_receive(scope, receive, self.settings.body_timeout_seconds))
+        try:
+            return await handler(request, state["writer"], self.settings)
         except RacetrackError as exc:
-            response = error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
         except DATABASE_DOWN as exc:  # e.g. a write-key lookup while the database restarts
-            response = database_down_response(exc)
-        await response(scope, receive, send)
+            return database_down_response(exc)
+        except BodyTimeout as exc:
+            return body_timeout_response(exc)
+        except ClientDisconnect:
+            return None  # counted by timed_receive

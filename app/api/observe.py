@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -61,19 +61,58 @@ def uvicorn_log_config(level: str) -> dict[str, Any]:
     }
 
 
+class RequestLog:
+    """A request's id, latency metric and access log line: for Observe, and for the ingest lane
+    (app.api.ingest), which serves its requests ahead of the middleware stack."""
+
+    def __init__(self, access_log: bool = True) -> None:
+        self.access_log = access_log
+        self._latency: dict[tuple[str, str, int], Any] = {}  # the histogram's children, looked up once
+
+    @staticmethod
+    def begin(scope: Scope) -> str:
+        """The request's id (the client's X-Request-ID, else a fresh one), kept in the scope's state."""
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")[:128]
+        request_id = incoming or os.urandom(16).hex()
+        scope.setdefault("state", {})["request_id"] = request_id
+        return request_id
+
+    def end(self, scope: Scope, request_id: str, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", None) or scope.get("racetrack.route", "unmatched")
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"  # bounded labels
+        key = (method, route, status)
+        latency = self._latency.get(key)
+        if latency is None:
+            latency = self._latency[key] = metrics.REQUEST_SECONDS.labels(method, route, str(status))
+        latency.observe(elapsed)
+        if self.access_log:
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": truncated_address(scope["client"][0] if scope.get("client") else None),
+                        "key_id": scope["state"].get("key_id"),
+                    }
+                },
+            )
+
+
 class Observe:
     def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
         self.app = app
-        self.access_log = access_log
+        self.log = RequestLog(access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:128]
-        request_id = incoming or uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        request_id = self.log.begin(scope)
         status = 500
         started = time.perf_counter()
 
@@ -87,22 +126,4 @@ class Observe:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or scope.get("racetrack.route", "unmatched")
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"  # bounded labels
-            metrics.REQUEST_SECONDS.labels(method, route, str(status)).observe(elapsed)
-            if self.access_log:
-                log.info(
-                    "request",
-                    extra={
-                        "fields": {
-                            "request_id": request_id,
-                            "method": scope["method"],
-                            "route": route,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 2),
-                            "client": truncated_address(scope["client"][0] if scope.get("client") else None),
-                            "key_id": state.get("key_id"),
-                        }
-                    },
-                )
+            self.log.end(scope, request_id, status, started)

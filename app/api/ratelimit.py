@@ -2,6 +2,12 @@
 ingestion, per key on reads, and failed authentications per client address. In memory per process by
 default; shared by every worker and host through Redis when RACETRACK_REDIS_URL is set.
 
+A process takes a limit's budget in leases of 1 % of it (LEASE_FRACTION), each spent within a tenth of
+its window (LEASE_WINDOWS): one storage round trip (a Redis one, when shared) per lease instead of per
+request. Nothing is admitted that was not counted; the price is that a lease a process leaves unspent
+still counts, so a key spread thinly over many processes may be refused a few percent short of its
+limit. Limits of fewer than 100 per window are counted request by request, exactly.
+
 Client addresses are never kept raw: limits count a keyed hash of the address (IPv6 by /64), logs show
 it truncated (IPv4 /24, IPv6 /48)."""
 
@@ -14,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -53,6 +60,17 @@ def client_host(conn: HTTPConnection) -> str | None:
     return conn.client.host if conn.client else None
 
 
+LEASE_FRACTION = 100  # a lease is 1/100 of the limit
+LEASE_WINDOWS = 10  # and is spent within 1/10 of the limit's window, or lapses
+MAX_LEASES = 10_000  # beyond this many identities, lapsed leases are dropped
+
+
+@dataclass(slots=True)
+class _Lease:
+    left: int
+    until: float  # time.monotonic()
+
+
 class RateLimits:
     def __init__(self, settings: Settings) -> None:
         if settings.redis_url:
@@ -68,17 +86,34 @@ class RateLimits:
         self.ingest_address = parse_many(settings.rate_limit_ingest_address)
         self.read_key = parse_many(settings.rate_limit_read_key)
         self.failed_auth = parse_many(settings.rate_limit_failed_auth)
+        self._leases: dict[tuple[str, str, RateLimitItem], _Lease] = {}
 
     async def hit(self, kind: str, items: Sequence[RateLimitItem], identity: str) -> None:
         """Count one request; over any of the limits: 429 with Retry-After."""
+        now = time.monotonic()
         for item in items:
+            lease = self._leases.get((kind, identity, item))
+            if lease is not None and lease.left and now < lease.until:
+                lease.left -= 1
+                continue
+            size = item.amount // LEASE_FRACTION or 1
             try:
-                allowed = await self._limiter.hit(item, kind, identity)
+                allowed = await self._limiter.hit(item, kind, identity, cost=size)
+                if not allowed and size > 1:  # near the limit: what is left, one request at a time
+                    size, allowed = 1, await self._limiter.hit(item, kind, identity)
             except StorageError as exc:  # Redis away: serve unlimited rather than refuse everyone
                 log.warning("rate limit storage unavailable: %s", exc.storage_error)
                 return
             if not allowed:
                 raise await self._refusal(kind, item, identity)
+            if size > 1:
+                self._lease(kind, identity, item, size - 1, now)
+
+    def _lease(self, kind: str, identity: str, item: RateLimitItem, left: int, now: float) -> None:
+        if len(self._leases) >= MAX_LEASES:
+            live = {k: v for k, v in self._leases.items() if now < v.until}
+            self._leases = live if len(live) < MAX_LEASES else {}  # a dropped lease only counts unspent
+        self._leases[(kind, identity, item)] = _Lease(left, now + item.get_expiry() / LEASE_WINDOWS)
 
     async def check(self, kind: str, items: Sequence[RateLimitItem], identity: str) -> None:
         """Refuse (429) if a limit is already used up, without counting this request."""
