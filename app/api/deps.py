@@ -4,6 +4,7 @@ wait for derivation here."""
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import logging
 import time
@@ -72,7 +73,12 @@ def bearer_token(request: Request) -> str | None:
 
 
 def basic_username(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return _basic_username(request.headers.get("authorization", ""))
+
+
+@functools.lru_cache(maxsize=4096)  # a site's SDKs send the same header on every request
+def _basic_username(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "basic":
         return None
     try:

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from app.api.body import read_body
 from app.api.cors import internal_error, public_headers
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.edge import BodyTimeout, body_timeout_response, refusal, refusal_response, timed_receive
@@ -28,7 +29,7 @@ from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_
 from app.jsonresponse import JSONAnswer
 from app.pipeline.ingest import Writer
 from app.store.sites import Site
-from app.wire.body import parse_json, read_body
+from app.wire.body import parse_json
 
 router = APIRouter(tags=["ingestion"])
 NUL = "\\u0000"  # as orjson escapes it

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.audit import record
+from app.api.body import read_body
 from app.api.deps import AdminSite, Conn, Rulesets
 from app.api.params import max_period_days, period_of, zone_of
 from app.api.schemas import (
@@ -35,7 +36,7 @@ from app.pipeline.rulesets import default_document
 from app.store import jobs as job_store
 from app.store import persons as person_store
 from app.store import rulesets as ruleset_store
-from app.wire.body import parse_json, read_body
+from app.wire.body import parse_json
 
 router = APIRouter(tags=["rules"])
 INVALID_RULESET = "A parameter or body field is invalid (invalid_parameter), or the ruleset is (invalid_ruleset: "

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from app.api.body import read_body
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, add_single_route, batch_messages, ingest_messages
 from app.api.ingest_schemas import (
@@ -40,7 +41,7 @@ from app.api.schemas import answers
 from app.config import Settings
 from app.errors import DATABASE_DOWN, BadRequest, PayloadTooLarge, RacetrackError
 from app.jsonresponse import JSONAnswer
-from app.wire.body import parse_json, read_body
+from app.wire.body import parse_json
 from app.wire.posthog import posthog_messages
 from app.wire.snowplow import event_message, tp2_messages
 

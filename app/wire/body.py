@@ -1,4 +1,5 @@
-"""Request bodies: size caps measured after decompression, gzip/deflate, JSON in any content type."""
+"""Request bodies (pure: app.api.body reads them): size caps measured after decompression, gzip/deflate,
+JSON in any content type."""
 
 from __future__ import annotations
 
@@ -6,23 +7,18 @@ import zlib
 from typing import Any
 
 import orjson
-from starlette.requests import Request
 
 from app.errors import BadRequest, PayloadTooLarge
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    encoding = request.headers.get("content-encoding", "").lower().strip() or "identity"
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:  # compressed bodies are capped too: never buffer without bound
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+def decoded(data: bytes, content_encoding: str, limit: int) -> bytes:
+    """The body as sent before its Content-Encoding (identity, gzip or deflate), at most limit bytes."""
+    encoding = content_encoding.lower().strip() or "identity"
     if encoding == "identity":
-        return bytes(received)
+        return data
     if encoding not in ("gzip", "deflate", "x-gzip"):
         raise BadRequest(f"unsupported Content-Encoding {encoding!r}", "unsupported_encoding")
-    return _inflate(bytes(received), encoding, limit)
+    return _inflate(data, encoding, limit)
 
 
 def _inflate(data: bytes, encoding: str, limit: int) -> bytes:
