@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     rate_limit_ingest_address: str = "500/second"  # per client address on ingestion
     rate_limit_read_key: str = "50/second"  # per read or admin key
     rate_limit_failed_auth: str = "30/minute"  # failed authentications per client address
+    # a client over a limit waits this long for its 429 (at most rate_limit_hold_max at once per process), so a
+    # client that retries at once (an attacker's loop) is held to a few requests a second per connection
+    rate_limit_hold_seconds: float = Field(default=1.0, ge=0, le=30)
+    rate_limit_hold_max: int = Field(default=512, ge=0)
     write_key_grace_seconds: int = 7 * 86400  # a rotated write key keeps working this long
     max_header_bytes: int = 16 * 1024  # all request headers together
     max_header_count: int = 100

@@ -15,6 +15,7 @@ RacetrackError
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import asyncpg
@@ -42,6 +43,9 @@ class RacetrackError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    async def hold(self) -> None:
+        """Wait, if this refusal is to be answered late (a client over a rate limit, app.api.ratelimit)."""
 
 
 class BadRequest(RacetrackError):
@@ -71,9 +75,20 @@ class Unprocessable(RacetrackError):
 class TooManyRequests(RacetrackError):
     status, default_code = 429, "rate_limited"
 
-    def __init__(self, message: str, retry_after: int, details: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: int,
+        details: list[Any] | None = None,
+        hold: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(message, None, details)
         self.retry_after = max(1, retry_after)
+        self._hold = hold
+
+    async def hold(self) -> None:
+        if self._hold is not None:
+            await self._hold()
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
@@ -141,10 +156,15 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "request"
 
 
+async def racetrack_error_response(exc: RacetrackError) -> JSONAnswer:
+    await exc.hold()
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RacetrackError)
     async def _racetrack(request: Request, exc: RacetrackError) -> JSONAnswer:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+        return await racetrack_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONAnswer:

@@ -54,9 +54,10 @@ def settings(database_url: str) -> Settings:
     # reads wait for derivation up to read_wait_seconds, and answer as soon as it is done: a long
     # bound keeps a loaded machine from turning "send, then read" into a race
     # the exactness tests compare hundreds of answers a second with one read key: the read limit
-    # (50/second by default) would answer some of them 429; tests/security tests the limits
+    # (50/second by default) would answer some of them 429; tests/security tests the limits, and that
+    # a refusal is held back (here answered at once)
     return Settings(database_url=database_url, admin_token=ROOT_TOKEN, flush_max_wait_ms=2.0, read_wait_seconds=60,
-                    rate_limit_read_key="100000/second")  # fmt: skip
+                    rate_limit_read_key="100000/second", rate_limit_hold_seconds=0)  # fmt: skip
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def _remember(request: Request, hit: KeyHit) -> None:
     request.state.site_domains = hit.site.domains
 
 
-async def _auth_failed(request: Request, kind: str, key: str | None) -> None:
+async def auth_failed(request: Request, kind: str, key: str | None) -> None:
     """Log (truncated address, key prefix) and count a failed authentication; past the limit: 429."""
     host = client_host(request)
     metrics.AUTH_FAILURES.labels(kind).inc()
@@ -144,7 +144,7 @@ async def _auth_failed(request: Request, kind: str, key: str | None) -> None:
     await limits.hit("failed_auth", limits.failed_auth, address_identity(host))
 
 
-async def _check_failures(request: Request) -> None:
+async def check_failures(request: Request) -> None:
     limits = _limits(request)
     await limits.check("failed_auth", limits.failed_auth, address_identity(client_host(request)))
 
@@ -160,11 +160,11 @@ async def resolve_write_site(request: Request, body_key: str | None) -> Site:
     sites: WriteKeySites = _state(request, "write_sites")
     known, hit = sites.cached(key)
     if not known or hit is None:
-        await _check_failures(request)  # a client that keeps guessing is refused before any lookup
+        await check_failures(request)  # a client that keeps guessing is refused before any lookup
     if not known:
         hit = await sites.lookup(_state(request, "pool"), key)
     if hit is None:
-        await _auth_failed(request, "write", key)
+        await auth_failed(request, "write", key)
         raise Unauthorized("unknown write key", "invalid_write_key")
     _remember(request, hit)
     await limits.hit("ingest_key", limits.ingest_key, str(hit.key_id))
@@ -175,10 +175,10 @@ async def secret_key(request: Request, conn: asyncpg.Connection) -> KeyHit:
     token = bearer_token(request)
     if not token:
         raise Unauthorized("send the site's read or admin key as 'Authorization: Bearer <key>'", "missing_key")
-    await _check_failures(request)
+    await check_failures(request)
     found = await site_store.secret_key_hit(conn, token)
     if found is None:
-        await _auth_failed(request, "secret", token)
+        await auth_failed(request, "secret", token)
         raise Unauthorized("unknown key", "invalid_key")
     _remember(request, found)
     limits = _limits(request)
@@ -219,9 +219,9 @@ async def root_admin(request: Request, settings: SettingsDep) -> None:
     token = bearer_token(request)
     if not expected:
         raise Forbidden("RACETRACK_ADMIN_TOKEN is not set on the server", "admin_token_unset")
-    await _check_failures(request)
+    await check_failures(request)
     if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-        await _auth_failed(request, "root", token)
+        await auth_failed(request, "root", token)
         raise Unauthorized("root admin token required", "invalid_admin_token")
     request.state.key_kind = "root"
 

@@ -25,7 +25,7 @@ from app.api.observe import RequestLog
 from app.api.schemas import answers
 from app.config import Settings
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
-from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_response, error_response
+from app.errors import DATABASE_DOWN, BadRequest, RacetrackError, database_down_response, racetrack_error_response
 from app.jsonresponse import JSONAnswer
 from app.pipeline.ingest import Writer
 from app.store.sites import Site
@@ -206,6 +206,7 @@ async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data
     except (binascii.Error, ValueError):
         status, headers["X-Racetrack-Error"] = 400, "malformed_data"
     except RacetrackError as exc:
+        await exc.hold()
         status, headers["X-Racetrack-Error"] = exc.status, exc.code
         headers.update(exc.headers())
     except DATABASE_DOWN:
@@ -263,7 +264,7 @@ class IngestLane:
         try:
             return await handler(request, state["writer"], self.settings)
         except RacetrackError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers())
+            return await racetrack_error_response(exc)
         except DATABASE_DOWN as exc:  # e.g. a write-key lookup while the database restarts
             return database_down_response(exc)
         except BodyTimeout as exc:

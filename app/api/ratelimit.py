@@ -8,11 +8,17 @@ request. Nothing is admitted that was not counted; the price is that a lease a p
 still counts, so a key spread thinly over many processes may be refused a few percent short of its
 limit. Limits of fewer than 100 per window are counted request by request, exactly.
 
+A refused request is answered late (rate_limit_hold_seconds, 1 s): a client that retries at once, as
+an attacker's loop does, then costs one refusal per connection per second instead of as many as the
+workers can answer. Held answers cost a timer each; past rate_limit_hold_max at once a process
+answers at once.
+
 Client addresses are never kept raw: limits count a keyed hash of the address (IPv6 by /64), logs show
 it truncated (IPv4 /24, IPv6 /48)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import ipaddress
@@ -87,6 +93,19 @@ class RateLimits:
         self.read_key = parse_many(settings.rate_limit_read_key)
         self.failed_auth = parse_many(settings.rate_limit_failed_auth)
         self._leases: dict[tuple[str, str, RateLimitItem], _Lease] = {}
+        self.hold_seconds = settings.rate_limit_hold_seconds
+        self.hold_max = settings.rate_limit_hold_max
+        self.held = 0  # refusals waiting now
+
+    async def _hold(self) -> None:
+        if self.hold_seconds <= 0 or self.held >= self.hold_max:
+            return
+        self.held += 1
+        metrics.RATE_LIMIT_HELD.inc()
+        try:
+            await asyncio.sleep(self.hold_seconds)
+        finally:
+            self.held -= 1
 
     async def hit(self, kind: str, items: Sequence[RateLimitItem], identity: str) -> None:
         """Count one request; over any of the limits: 429 with Retry-After."""
@@ -137,4 +156,5 @@ class RateLimits:
             f"rate limit exceeded ({item}); retry later",
             retry_after=min(max(wait, 1), item.get_expiry()),
             details=[{"field": "request", "message": f"limit {kind}: {item}"}],
+            hold=self._hold,
         )

@@ -195,6 +195,7 @@ async def snowplow_get(request: Request, writer: WriterDep, settings: SettingsDe
             if answer["rejected"]:
                 status, headers["X-Racetrack-Error"] = 400, answer["rejected"][0]["code"]
     except RacetrackError as exc:
+        await exc.hold()
         status, headers["X-Racetrack-Error"] = exc.status, exc.code
         headers.update(exc.headers())
     except DATABASE_DOWN:  # still an image, as the pixel answers

@@ -18,11 +18,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import ValidationError
 
 from app.api import targets as targets_api
-from app.api.deps import Conn, Pool, SettingsDep
+from app.api.deps import Conn, Pool, SettingsDep, auth_failed, check_failures
 from app.config import Settings
 from app.dashboard import auth, panels
 from app.domain import dashboard as view_logic
-from app.errors import BadRequest
+from app.errors import BadRequest, TooManyRequests
 from app.store import sites as site_store
 
 router = APIRouter(include_in_schema=False)
@@ -124,7 +124,17 @@ async def signin(request: Request, conn: Conn, settings: SettingsDep) -> Respons
     if not auth.same_origin(request) or not auth.signin_token_ok(request, form.get("csrf", "")):
         return _signin_form(request, target, "The sign-in form expired. Please type your key again.", 403)
     key = form.get("key", "").strip()
-    found = await site_store.site_by_secret_key(conn, key) if key else None
+    try:
+        await check_failures(request)  # the failed-authentication limit of the API's keys covers this form too
+        found = await site_store.site_by_secret_key(conn, key) if key else None
+        if found is None and key:
+            await auth_failed(request, "dashboard", key)
+    except TooManyRequests as exc:
+        await exc.hold()
+        message = "Too many failed sign-ins from your network. Wait a minute, then try again."
+        refused = _signin_form(request, target, message, 429)
+        refused.headers.update(exc.headers())
+        return refused
     if found is None:
         message = "That key is not a read or admin key of any site here. Check it and try again."
         return _signin_form(request, target, message if key else "Type your site's read or admin key.", 401)

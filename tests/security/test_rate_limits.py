@@ -3,12 +3,15 @@ authentication per client address (logged truncated, never a whole key); shared 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from app.config import Settings
 from tests.conftest import create_site
@@ -120,3 +123,44 @@ async def test_defaults_are_generous(settings: Settings) -> None:
         site = await create_site(client)
         codes = {(await ingest(client, site["write_key"])).status_code for _ in range(100)}
         assert codes == {200}
+
+
+def _held() -> float:
+    return REGISTRY.get_sample_value("racetrack_rate_limit_held_total") or 0.0
+
+
+async def test_a_refusal_is_held_back_and_holding_is_bounded(settings: Settings) -> None:
+    """A client over a limit waits for its 429 (an attacker's loop slows to a crawl); past
+    rate_limit_hold_max held answers, a process answers at once."""
+    limits = {"rate_limit_ingest_key": "1/minute", "rate_limit_hold_seconds": 30, "rate_limit_hold_max": 1}
+    async with app_client(settings, **limits) as client:
+        site = await create_site(client)
+        assert (await ingest(client, site["write_key"])).status_code == 200
+        before = _held()
+        held = asyncio.create_task(ingest(client, site["write_key"]))
+        while _held() == before:  # the second request's refusal is being held
+            await asyncio.sleep(0.01)
+        assert not held.done()
+        # the one hold slot is taken: this refusal is answered at once (well before the 30 s hold)
+        assert_limited(await asyncio.wait_for(ingest(client, site["write_key"]), timeout=20))
+        assert _held() == before + 1
+        held.cancel()
+
+
+async def test_guessing_keys_at_the_dashboard_sign_in_is_limited(settings: Settings) -> None:
+    async with app_client(settings, rate_limit_failed_auth="3/minute") as client:
+        site = await create_site(client)
+
+        async def sign_in(key: str) -> httpx.Response:
+            form = await client.get("/dashboard/signin")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+            return await client.post(
+                "/dashboard/signin", data={"csrf": csrf, "key": key, "next": "/dashboard"},
+                headers={"Origin": "http://racetrack.test"},
+            )  # fmt: skip
+
+        codes = [(await sign_in(f"rk_{uuid.uuid4().hex}")).status_code for _ in range(5)]
+        assert codes == [401] * 3 + [429] * 2
+        refused = await sign_in(site["read_key"])  # from this address, even the right key waits
+        assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+        assert int(refused.headers["retry-after"]) >= 1
