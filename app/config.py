@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".racetrack")
     pool_min_size: int = 2
     pool_max_size: int = 10
-    flush_max_wait_ms: float = 5.0
+    # a flush writes what arrived while the one before it was under way; > 0 also waits this long for more
+    flush_max_wait_ms: float = 0.0
     flush_max_events: int = 2000
     writer_max_pending: int = 50_000
     request_max_bytes: int = 500 * 1024

@@ -56,7 +56,7 @@ def settings(database_url: str) -> Settings:
     # the exactness tests compare hundreds of answers a second with one read key: the read limit
     # (50/second by default) would answer some of them 429; tests/security tests the limits, and that
     # a refusal is held back (here answered at once)
-    return Settings(database_url=database_url, admin_token=ROOT_TOKEN, flush_max_wait_ms=2.0, read_wait_seconds=60,
+    return Settings(database_url=database_url, admin_token=ROOT_TOKEN, read_wait_seconds=60,
                     rate_limit_read_key="100000/second", rate_limit_hold_seconds=0)  # fmt: skip
 
 

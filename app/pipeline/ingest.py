@@ -1,10 +1,12 @@
 """The ingest writer: requests wait here until *their* events are durably stored (DESIGN §1).
 
-Concurrent submissions are gathered for up to flush_max_wait_ms (or flush_max_events) and written
-per site in one transaction, owned by `Writer._write_site`: claim the messageIds (the dedupe
-ledger), COPY the fresh events into the inbox, keep the rejected messages and the counters. No
-person locks, no derivation, no triggers: derivation runs behind (app.pipeline.derive). A
-submission's future resolves only after COMMIT; if the transaction fails it fails too (-> 503).
+Group commit: the submissions that arrive while a flush is under way are written together by the
+next one (flush_max_wait_ms > 0 also waits that long to gather more), per site in one
+transaction owned by `Writer._write_site`: a single statement (app.store.inbox.store_flush) that
+claims the messageIds (the dedupe ledger), appends the fresh events to the inbox, keeps the
+rejected messages and adds to the counters, in one round trip. No person locks, no derivation, no
+triggers: derivation runs behind (app.pipeline.derive). A submission's future resolves only after
+COMMIT; if the transaction fails it fails too (-> 503).
 A site whose backlog of underived events passes max_backlog is answered 503 + Retry-After.
 """
 
@@ -27,7 +29,6 @@ from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
 from app.store import events as event_store
 from app.store import inbox, tables
-from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.writer")
 BACKLOG_CHECK_SECONDS = 1.0
@@ -132,7 +133,7 @@ class Writer:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if not self._closing and self._pending_events < self._settings.flush_max_events:
+            if wait and not self._closing and self._pending_events < self._settings.flush_max_events:
                 await asyncio.sleep(wait)  # gather concurrent requests into this flush
             batch, self._queue = self._queue, []
             self._pending_events -= sum(len(s.events) for s in batch)
@@ -195,15 +196,11 @@ class Writer:
                     owner[e.message_id] = s
                     unique.append(e)
         failures = [f for s in submissions for f in s.failures]
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await site_store.lock_site_against_purge(conn, site_id):
-                raise SiteGone(site_id)
-            fresh = await append(conn, site_id, unique)
-            await event_store.insert_failed(conn, site_id, failures)
-            copies = sum(len(s.events) for s in submissions)
-            await event_store.count_ingest(
-                conn, site_id, self._shard, datetime.now(UTC), len(fresh), copies - len(fresh), len(failures)
-            )
+        copies = sum(len(s.events) for s in submissions)
+        async with self._pool.acquire() as conn:  # one statement: its own transaction
+            fresh = await inbox.store_flush(conn, site_id, unique, failures, copies, self._shard, datetime.now(UTC))
+        if fresh is None:
+            raise SiteGone(site_id)
         if fresh:
             self._on_commit()
-        return {e.message_id: owner[e.message_id] for e in fresh}
+        return {message_id: owner[message_id] for message_id in fresh}

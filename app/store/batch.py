@@ -11,9 +11,17 @@ from collections.abc import Sequence
 
 
 def json_rows(param: int, names: Sequence[str], types: Sequence[str]) -> str:
-    """`SELECT ... AS names` over the rows (tuples in that column order) passed as $param::jsonb."""
-    columns = ", ".join(f"(r.v->>{i})::{t} AS {n}" for i, (n, t) in enumerate(zip(names, types, strict=True)))
+    """`SELECT ... AS names` over the rows (tuples in that column order) passed as $param::jsonb. One
+    parameter, encoded by orjson in one call: much cheaper for the client than binary COPY records or
+    one array per column."""
+    columns = ", ".join(f"{_value(i, t)} AS {n}" for i, (n, t) in enumerate(zip(names, types, strict=True)))
     return f"SELECT {columns} FROM jsonb_array_elements(${param}::jsonb) AS r(v)"
+
+
+def _value(i: int, sql_type: str) -> str:
+    if sql_type.lower() == "jsonb":  # the value itself, not its text parsed again; JSON null is SQL NULL
+        return f"NULLIF(r.v->{i}, 'null'::jsonb)"
+    return f"(r.v->>{i})::{sql_type}"
 
 
 # Lookups of many keys of one site. `site_id = $1 AND key = ANY($2)` is planned from the site's row

@@ -10,12 +10,12 @@ take the connection first and never commit: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from app.domain.normalize import IncomingEvent
+from app.domain.normalize import IncomingEvent, Rejection
 from app.store import persons as person_store
 from app.store import tables
 from app.store.batch import json_rows
@@ -28,6 +28,56 @@ COLUMNS = tables.columns(tables.inbox, "inbox_id")  # what ingestion COPYs (the 
 DERIVE_COLUMNS = tables.columns(tables.inbox, "site_id", "received_at", "sent_at", "traits", "context")
 FACT_COLUMNS = ("person_id", *person_store.FACT_COLUMNS)  # an arriving event's facts, in fact_values' order
 FACT_TYPES = tables.sql_types(tables.event, FACT_COLUMNS)
+
+
+_RECEIVED = COLUMNS[1:]  # without site_id
+_FLUSH = f"""
+WITH site AS (SELECT site_id FROM site WHERE site_id = $1 FOR KEY SHARE),
+rows AS ({json_rows(2, _RECEIVED, tables.sql_types(tables.inbox, _RECEIVED))}),
+claimed AS (
+  INSERT INTO message_key (site_id, message_id)
+  SELECT $1, message_id FROM rows WHERE EXISTS (SELECT FROM site)
+  ORDER BY message_id  -- one order for every writer: concurrent claims cannot deadlock
+  ON CONFLICT DO NOTHING RETURNING message_id),
+stored AS (
+  INSERT INTO inbox (site_id, {", ".join(_RECEIVED)})
+  SELECT $1, {", ".join(_RECEIVED)} FROM rows WHERE message_id IN (SELECT message_id FROM claimed)
+  RETURNING message_id),
+failed AS (
+  INSERT INTO failed_event (site_id, code, message, field, raw)
+  SELECT $1, f->>0, f->>1, f->>2, f->>3 FROM jsonb_array_elements($3::jsonb) AS f WHERE EXISTS (SELECT FROM site)),
+counted AS (
+  INSERT INTO ingest_counter AS c (site_id, hour, shard, accepted, duplicates, rejected)
+  SELECT $1, date_trunc('hour', $4::timestamptz), $5, n.fresh, $6 - n.fresh, jsonb_array_length($3::jsonb)
+  FROM site, (SELECT count(*) AS fresh FROM stored) AS n
+  ON CONFLICT (site_id, hour, shard) DO UPDATE SET accepted = c.accepted + EXCLUDED.accepted,
+    duplicates = c.duplicates + EXCLUDED.duplicates, rejected = c.rejected + EXCLUDED.rejected)
+SELECT EXISTS (SELECT FROM site) AS site_ok, ARRAY(SELECT message_id FROM stored) AS fresh"""
+
+
+async def store_flush(
+    conn: asyncpg.Connection,
+    site_id: int,
+    events: Sequence[IncomingEvent],
+    failures: Sequence[tuple[Rejection, str]],
+    copies: int,
+    shard: int,
+    received: datetime,
+) -> set[str] | None:
+    """A writer's flush in one statement, so in one transaction of one round trip: the site locked
+    against a purge, the messageIds claimed (the dedupe ledger), the fresh events appended, the
+    rejected messages kept and the counters added to (`copies` events were sent, duplicates
+    included). The fresh messageIds, or None when the site is gone (then nothing is written)."""
+    found = await conn.fetchrow(
+        _FLUSH,
+        site_id,
+        [_received(e) for e in events],
+        [(r.code, r.message, r.field, raw) for r, raw in failures],
+        received,
+        shard,
+        copies,
+    )
+    return set(found["fresh"]) if found["site_ok"] else None
 
 
 async def append(
@@ -59,11 +109,16 @@ async def release_staging(conn: asyncpg.Connection) -> None:
 
 
 def _record(site_id: int, e: IncomingEvent) -> tuple[Any, ...]:
-    # written out in COLUMNS' order (tests/unit/test_tables.py checks it): this runs for every event ingested
+    return (site_id, *_received(e))
+
+
+def _received(e: IncomingEvent) -> tuple[Any, ...]:
+    # written out in COLUMNS' order (tests/unit/test_tables.py checks it): this runs for every event ingested.
+    # Times in UTC: a client's offset may be one Python takes and PostgreSQL's text input does not (+16:36).
     return (
-        site_id, e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, e.event_at,
-        e.received_at, e.sent_at, e.properties, e.traits, e.context, e.path, e.url, e.referrer, e.campaign,
-        e.channel, e.device, e.session_hint, e.is_bot,
+        e.message_id, e.type, e.event_name, e.name, e.anonymous_id, e.user_id, e.event_at.astimezone(UTC),
+        e.received_at, e.sent_at and e.sent_at.astimezone(UTC), e.properties, e.traits, e.context, e.path, e.url,
+        e.referrer, e.campaign, e.channel, e.device, e.session_hint, e.is_bot,
     )  # fmt: skip
 
 

@@ -94,7 +94,7 @@ def event_message(params: Any) -> dict[str, Any] | None:
     if not isinstance(params, Mapping):
         return {"type": "snowplow:invalid_event", "snowplow": _without_ip(params)}
     kind = params.get("e")
-    if kind in IGNORED_EVENTS:
+    if isinstance(kind, str) and kind in IGNORED_EVENTS:
         return None
     try:
         entities = _contexts(params)

@@ -11,7 +11,7 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -126,6 +126,24 @@ async def test_batch_with_basic_auth_stores_events(client: httpx.AsyncClient, si
     assert stored[first["messageId"]]["anonymous_id"] == first["anonymousId"]
     assert jsonb(stored[first["messageId"]]["properties"]) == {"sku": "A-1"}
     assert stored[second["messageId"]]["type"] == "page"
+
+
+async def test_values_arrive_exactly_as_sent(client: httpx.AsyncClient, site: dict[str, Any], db) -> None:
+    """Times to the microsecond whatever the client's offset (+16:36 is valid ISO 8601 that
+    PostgreSQL's text input refuses), text beyond ASCII, nested JSON and JSON nulls."""
+    sent = datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=16, minutes=36)))
+    message = track("Käse bestellt ✓", properties={"nested": {"a": [1, 2.5, None]}, "empty": None, "emoji": "🧀"})
+    message["timestamp"] = sent.isoformat()
+    message["context"] = {"page": {"url": "https://shop.example/ü?x=1", "referrer": None}}
+    assert ok(await post_batch(client, site, [message]))["accepted"] == 1
+    row = await db.fetchrow(
+        "SELECT event_at, event_name, properties, url FROM event WHERE site_id = $1 AND message_id = $2",
+        site["id"], message["messageId"],
+    )  # fmt: skip
+    assert row["event_at"] == sent
+    assert row["event_name"] == "Käse bestellt ✓"
+    assert jsonb(row["properties"]) == {"nested": {"a": [1, 2.5, None]}, "empty": None, "emoji": "🧀"}
+    assert row["url"] == "https://shop.example/ü?x=1"
 
 
 async def test_batch_with_write_key_in_body(client: httpx.AsyncClient, site: dict[str, Any], db) -> None:

@@ -441,3 +441,9 @@ def test_posthog_paths_are_served_with_and_without_trailing_slash() -> None:
         assert {path, f"{path}/"} <= paths
     assert {"/com.snowplowanalytics.snowplow/tp2", "/i", "/v1/b"} <= paths
     assert {f"/v1/{letter}" for letter in "tpiasg"} <= paths
+
+
+@pytest.mark.parametrize("kind", [{"pv": 1}, ["pv"], 7, None])
+def test_an_event_kind_that_is_not_text_is_refused_by_name_not_a_crash(kind: Any) -> None:
+    message = event_message({"e": kind, "aid": "site", "duid": "d1"})
+    assert message is not None and str(message["type"]).startswith("snowplow:")
