@@ -127,6 +127,7 @@ async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int
         for at in range(0, len(units), PARENTS_PER_REBUILD):
             async with conn.transaction():
                 await lock_derivation(conn, site_id)
+                await rollup_store.plan_by_index(conn)
                 await _merge_parents(conn, site_id, {u: children[u] for u in units[at : at + PARENTS_PER_REBUILD]})
     if REGISTRY.layouts() != wanted:  # the registry changed meanwhile (tests extend it): not complete
         return len(quarters)

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from app import rollups
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep
-from app.api.kpi_source import bucket_counts, site_zone, use_rollups, with_source
+from app.api.kpi_source import Source, bucket_counts, site_zone, use_rollups, with_source
 from app.api.params import (
     Format,
     From,
@@ -94,10 +94,11 @@ async def goals(
     tz: Tz = None,
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     window = window_of(site, start, end, tz, granularity, max_days=max_period_days(request))
     zone, period, periods = window.zone, window.period, window.buckets
-    found, source = await _goal_counts(conn, settings, site, window.query, periods)
+    found, answered = await _goal_counts(conn, settings, site, window.query, periods, source)
     names = sorted({goal for _, goal in found})
     rows: list[dict[str, Any]] = []
     for b in periods:
@@ -109,17 +110,22 @@ async def goals(
     if wants_csv(request, format):
         flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
         answer = csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
-        return with_source(conditional(request, answer), source)
+        return with_source(conditional(request, answer), answered)
     head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
-    return with_source(conditional(request, JSONAnswer(head)), source)
+    return with_source(conditional(request, JSONAnswer(head)), answered)
 
 
 async def _goal_counts(
-    conn: asyncpg.Connection, settings: Settings, site: Site, q: kpi_queries.Query, periods: list[Bucket]
+    conn: asyncpg.Connection,
+    settings: Settings,
+    site: Site,
+    q: kpi_queries.Query,
+    periods: list[Bucket],
+    source: str,
 ) -> tuple[dict[tuple[datetime, str], tuple[int, int, float]], str]:
-    """Per (aligned bucket start, goal): completions, persons, value; from the rollups when they can
-    answer (as /v1/kpis), else from the events. And which it was."""
-    if use_rollups(settings, "rollups"):
+    """Per (aligned bucket start, goal): completions, persons, value; from the rollups when asked
+    and they can answer (as /v1/kpis), else from the events. And which it was."""
+    if use_rollups(settings, source):
         counted = await rollups.goal_counts(conn, site.site_id, site_zone(site), periods)
         if counted is not None:
             return {key: (n, persons, money(value)) for key, (n, persons, value) in counted.items()}, "rollups"
