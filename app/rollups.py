@@ -35,13 +35,17 @@ _ALL_TIME = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 log = logging.getLogger("racetrack.rollups")
 
 
+FAMILIES = ("kpi", "goal")
+
+
 async def rebuild(
-    conn: asyncpg.Connection, site_id: int, quarters: Sequence[datetime], zone: ZoneInfo, parents: bool = True
-) -> None:
-    """Recompute these quarters from the events, then (`parents`) their hours and local days from
-    the quarters."""
+    conn: asyncpg.Connection, site_id: int, quarters: Sequence[datetime], zone: ZoneInfo, parents: bool = True,
+    families: Sequence[str] = FAMILIES,
+) -> None:  # fmt: skip
+    """Recompute these quarters' rows (of these families) from the events, then (`parents`) their
+    hours and local days from the quarters."""
     await rollup_store.number_persons(conn, site_id, quarters)
-    events, sessions, goals = await rollup_store.quarter_sources(conn, site_id, quarters)
+    events, sessions, goals = await rollup_store.quarter_sources(conn, site_id, quarters, families)
     fresh: dict[tuple[str, Unit, str], Rollup] = {}
     for record in events:
         fresh[(record["dim"], (QUARTER, record["slot"]), record["grp"])] = _event_rollup(record)
@@ -52,11 +56,12 @@ async def rebuild(
     for record in goals:
         fresh[(GOAL, (QUARTER, record["slot"]), record["grp"])] = _goal_rollup(record)
     rows = [(dim, unit, grp, r) for (dim, unit, grp), r in fresh.items()]
-    await rollup_store.replace_rows(conn, site_id, [(QUARTER, q) for q in quarters], rows)
+    dims = rollup_store.dims_of(families)
+    await rollup_store.replace_rows(conn, site_id, [(QUARTER, q) for q in quarters], rows, dims)
     if parents:
         hours, days = domain.parents(quarters, zone)
-        await _merge_parents(conn, site_id, _hour_children(hours, zone))
-        await _merge_parents(conn, site_id, _day_children(days, zone))
+        await _merge_parents(conn, site_id, _hour_children(hours, zone), dims)
+        await _merge_parents(conn, site_id, _day_children(days, zone), dims)
 
 
 def _hour_children(hours: Iterable[datetime], zone: ZoneInfo) -> dict[Unit, list[Unit]]:
@@ -67,12 +72,15 @@ def _day_children(days: Iterable[tuple[datetime, datetime]], zone: ZoneInfo) -> 
     return {(DAY, s): domain.cover(s, e, zone, HOUR + QUARTER) for s, e in days}
 
 
-async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[Unit, list[Unit]]) -> None:
-    """Each parent unit's rows = its children's rows merged, per dimension and group."""
+async def _merge_parents(
+    conn: asyncpg.Connection, site_id: int, children: dict[Unit, list[Unit]], dims: Sequence[str]
+) -> None:
+    """Each parent unit's rows (of these dimensions) = its children's rows merged, per dimension and
+    group."""
     if not children:
         return
     wanted = {u for units in children.values() for u in units}
-    rows = await rollup_store.load_rows(conn, site_id, wanted, rollup_store.ALL_DIMS)
+    rows = await rollup_store.load_rows(conn, site_id, wanted, dims)
     by_unit: dict[Unit, list[Any]] = {}
     for record in rows:
         by_unit.setdefault((record["level"], record["slot"]), []).append(record)
@@ -86,7 +94,7 @@ async def _merge_parents(conn: asyncpg.Connection, site_id: int, children: dict[
             for key, records in parts.items():
                 per_group.setdefault(key, []).append(domain.folded(rollup_of(r) for r in records))
         merged.extend((dim, parent, grp, domain.merged(rs)) for (dim, grp), rs in per_group.items())
-    await rollup_store.replace_rows(conn, site_id, list(children), merged)
+    await rollup_store.replace_rows(conn, site_id, list(children), merged, dims)
 
 
 async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start: datetime, end: datetime) -> int:
@@ -106,21 +114,26 @@ async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start:
 
 
 async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int:
-    """Bring every rollup row of the site to the registry's layouts: each quarter rebuilt from the
-    events, then each hour and local day merged from them (once every quarter is in the new layout),
-    in transactions under the site's derivation lock; then the layouts are recorded complete.
+    """Bring every rollup row of the site to the registry's layouts: the rows of each family not
+    recorded complete in its layout, each quarter rebuilt from the events, then each hour and local
+    day merged from them (once every quarter is in the new layout), in transactions under the
+    site's derivation lock; then the layouts are recorded complete.
     Derivations meanwhile append parts in the new layout (a rebuilt unit replaces them whole), and
     reads use the events. How many quarters."""
     wanted = REGISTRY.layouts()
     async with conn.transaction():
         await lock_derivation(conn, site_id)
-        await rollup_store.record_layouts(conn, site_id, wanted, False)
-    quarters = await rollup_store.quarters_with_data(conn, site_id, *_ALL_TIME)
+        found = await rollup_store.rollup_layouts(conn, site_id)
+        # a family recorded complete in its layout is kept as it is
+        families = [f for f, layout in wanted.items() if found.get(f) != (layout.fingerprint, True)]
+        await rollup_store.record_layouts(conn, site_id, {f: wanted[f] for f in families}, False)
+    dims = rollup_store.dims_of(families)
+    quarters = await rollup_store.quarters_with_data(conn, site_id, *_ALL_TIME) if families else []
     for at in range(0, len(quarters), SLOTS_PER_REBUILD):
         async with conn.transaction():
             await lock_derivation(conn, site_id)
             await rollup_store.plan_by_index(conn)
-            await rebuild(conn, site_id, quarters[at : at + SLOTS_PER_REBUILD], zone, parents=False)
+            await rebuild(conn, site_id, quarters[at : at + SLOTS_PER_REBUILD], zone, False, families)
     hours, days = domain.parents(quarters, zone)
     for children in (_hour_children(sorted(hours), zone), _day_children(sorted(days), zone)):
         units = list(children)
@@ -128,7 +141,8 @@ async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int
             async with conn.transaction():
                 await lock_derivation(conn, site_id)
                 await rollup_store.plan_by_index(conn)
-                await _merge_parents(conn, site_id, {u: children[u] for u in units[at : at + PARENTS_PER_REBUILD]})
+                picked = {u: children[u] for u in units[at : at + PARENTS_PER_REBUILD]}
+                await _merge_parents(conn, site_id, picked, dims)
     if REGISTRY.layouts() != wanted:  # the registry changed meanwhile (tests extend it): not complete
         return len(quarters)
     async with conn.transaction():

@@ -115,14 +115,19 @@ _GOAL_SQL = _goal_sql()
 
 
 async def quarter_sources(
-    conn: asyncpg.Connection, site_id: int, slots: Sequence[datetime]
+    conn: asyncpg.Connection, site_id: int, slots: Sequence[datetime], families: Sequence[str] = ("kpi", "goal")
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """Per (slot, dim, group) of these quarters: event counters and person-number arrays, session
     counters (a session counts in the slot where it starts; an event under its session's values),
-    and per goal its counters and person-number arrays."""
-    events = await conn.fetch(REGISTRY.derived(_event_sql), site_id, list(slots))
-    sessions = await conn.fetch(REGISTRY.derived(_session_sql), site_id, list(slots))
-    goals = await conn.fetch(_GOAL_SQL, site_id, list(slots))
+    and per goal its counters and person-number arrays (of the families asked for)."""
+    events: list[Any] = []
+    sessions: list[Any] = []
+    goals: list[Any] = []
+    if "kpi" in families:
+        events = await conn.fetch(REGISTRY.derived(_event_sql), site_id, list(slots))
+        sessions = await conn.fetch(REGISTRY.derived(_session_sql), site_id, list(slots))
+    if "goal" in families:
+        goals = await conn.fetch(_GOAL_SQL, site_id, list(slots))
     return events, sessions, goals
 
 
@@ -155,8 +160,18 @@ async def load_rows(
     return rows
 
 
-async def replace_rows(conn: asyncpg.Connection, site_id: int, units: Sequence[Unit], rows: Sequence[KeyRow]) -> None:
-    """Delete every part of these units, then write (dim, unit, group, rollup) base rows by COPY."""
+def dims_of(families: Iterable[str]) -> list[str]:
+    """The dimensions whose rows a family ('kpi', 'goal') is."""
+    wanted = set(families)
+    return [dim for dim in ALL_DIMS if ("goal" if dim == GOAL else "kpi") in wanted]
+
+
+async def replace_rows(
+    conn: asyncpg.Connection, site_id: int, units: Sequence[Unit], rows: Sequence[KeyRow],
+    dims: Sequence[str] = ALL_DIMS,
+) -> None:  # fmt: skip
+    """Delete every part of these units (of these dimensions), then write (dim, unit, group, rollup)
+    base rows by COPY."""
     if not units:
         return
     levels, slots = zip(*units, strict=True)
@@ -164,7 +179,7 @@ async def replace_rows(conn: asyncpg.Connection, site_id: int, units: Sequence[U
         """DELETE FROM rollup r
            USING unnest($2::char(1)[], $3::timestamptz[]) AS u(level, slot), unnest($4::text[]) AS d(dim)
            WHERE r.site_id = $1 AND r.dim = d.dim AND r.level = u.level AND r.slot = u.slot""",
-        site_id, list(levels), list(slots), ALL_DIMS,
+        site_id, list(levels), list(slots), list(dims),
     )  # fmt: skip
     await _copy_rows(conn, site_id, rows, 0)
 
