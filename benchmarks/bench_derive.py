@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_ingest import create_database, derive_rate, drop_database  # noqa: E402
+from benchmarks.bench_ingest import create_database, derive_rate, drop_database
 
 
 def main() -> None:
