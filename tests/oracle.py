@@ -395,6 +395,20 @@ class Oracle:
             "add_to_cart_rate": _ratio(len({e.person for e in events if e.goal == "add_to_cart"}), len(persons)),
         }
 
+    def goals(self, frm: date, to: date, granularity: str, tz: str) -> dict[tuple[datetime, str], tuple[int, int, int]]:
+        """Per (bucket start, goal) with a completion: completions, distinct persons, value in cents."""
+        found: dict[tuple[datetime, str], tuple[int, int, int]] = {}
+        for b in make_buckets(frm, to, granularity, ZoneInfo(tz)):
+            events = [e for e in self.events if b.start <= e.at < b.end and e.goal]
+            for goal in {e.goal for e in events if e.goal}:
+                done = [e for e in events if e.goal == goal]
+                found[(b.start, goal)] = (
+                    len(done),
+                    len({e.person for e in done}),
+                    sum(round(e.value * 100) for e in done),
+                )
+        return found
+
     def funnel(self, frm: date, to: date, tz: str, nested: bool = True) -> list[dict[str, Any]]:
         """The RACE funnel: nested (persons in this stage and every earlier one) or independent."""
         zone = ZoneInfo(tz)

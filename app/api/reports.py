@@ -7,12 +7,14 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from app import rollups
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep
-from app.api.kpi_source import bucket_counts
+from app.api.kpi_source import Source, bucket_counts, site_zone, use_rollups, with_source
 from app.api.params import (
     Format,
     From,
@@ -27,7 +29,8 @@ from app.api.params import (
     zone_of,
 )
 from app.api.schemas import CohortsAnswer, GoalsAnswer, PersonAnswer, QualityAnswer, ReportAnswer, answers
-from app.domain.kpis import Granularity, buckets, kpis_of
+from app.config import Settings
+from app.domain.kpis import Bucket, Granularity, buckets, kpis_of, money
 from app.domain.reports import (
     anonymous_part,
     cohort_table,
@@ -70,7 +73,9 @@ def _head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra
 GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot events of [from, to):
 `completions` (events classified with that goal), `persons` (distinct persons with a completion),
 `value` (sum of the events' values; 0 when none has one). Every goal seen in the period is listed in
-every bucket (zeros where it had no completion), sorted by name. CSV: one row per bucket and goal."""
+every bucket (zeros where it had no completion), sorted by name. CSV: one row per bucket and goal.
+Answered from the rollups' goal rows when the period's edges are on quarter hours (as /v1/kpis;
+`X-Racetrack-Source` says which answered), else from the events: the same numbers."""
 
 
 @router.get(
@@ -83,30 +88,49 @@ async def goals(
     request: Request,
     site: ReadSite,
     conn: Conn,
+    settings: SettingsDep,
     start: From,
     end: To,
     tz: Tz = None,
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     window = window_of(site, start, end, tz, granularity, max_days=max_period_days(request))
     zone, period, periods = window.zone, window.period, window.buckets
-    found = {(r["bucket"], r["goal"]): r for r in await report_queries.goal_counts(conn, window.query)}
+    found, answered = await _goal_counts(conn, settings, site, window.query, periods, source)
     names = sorted({goal for _, goal in found})
     rows: list[dict[str, Any]] = []
     for b in periods:
         per_goal = []
         for goal in names:
-            r = found.get((b.aligned, goal))
-            counts = (r["completions"], r["persons"], r["value"]) if r else (0, 0, 0.0)
-            per_goal.append({"goal": goal, "completions": counts[0], "persons": counts[1], "value": counts[2]})
+            completions, persons, value = found.get((b.aligned, goal), (0, 0, 0.0))
+            per_goal.append({"goal": goal, "completions": completions, "persons": persons, "value": value})
         rows.append({"start": b.start.isoformat(), "end": b.end.isoformat(), "goals": per_goal})
     if wants_csv(request, format):
         flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
-        return conditional(
-            request, csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
-        )
-    return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
+        answer = csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
+        return with_source(conditional(request, answer), answered)
+    head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
+    return with_source(conditional(request, JSONAnswer(head)), answered)
+
+
+async def _goal_counts(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    site: Site,
+    q: kpi_queries.Query,
+    periods: list[Bucket],
+    source: str,
+) -> tuple[dict[tuple[datetime, str], tuple[int, int, float]], str]:
+    """Per (aligned bucket start, goal): completions, persons, value; from the rollups when asked
+    and they can answer (as /v1/kpis), else from the events. And which it was."""
+    if use_rollups(settings, source):
+        counted = await rollups.goal_counts(conn, site.site_id, site_zone(site), periods)
+        if counted is not None:
+            return {key: (n, persons, money(value)) for key, (n, persons, value) in counted.items()}, "rollups"
+    found = await report_queries.goal_counts(conn, q)
+    return {(r["bucket"], r["goal"]): (r["completions"], r["persons"], r["value"]) for r in found}, "events"
 
 
 PERSON_DESCRIPTION = """A person's RACE profile. `stage`: the highest stage any of their events ever

@@ -140,8 +140,8 @@ class Reader:
 
     async def goals(self, period: Period) -> Response:
         return await self._call(
-            report_api.goals, start=period.start.isoformat(), end=period.end.isoformat(), tz=self.tz,
-            granularity=Granularity.TOTAL,
+            report_api.goals, settings=self.settings, start=period.start.isoformat(), end=period.end.isoformat(),
+            tz=self.tz, granularity=Granularity.TOTAL,
         )  # fmt: skip
 
     async def quality(self, period: Period) -> Response:

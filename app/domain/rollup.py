@@ -2,11 +2,11 @@
 
 A rollup row holds, for one slot and breakdown group, the additive counters of the KPIs and the
 sets of person numbers (compressed bitmaps) behind the distinct counts, as the KPI registry
-(app.domain.kpis.registry) names them. Slots come in three levels: 15-minute slots (every IANA
-offset is a multiple of 15 minutes), UTC hours, and the site's local days. A bucket [start, end)
-whose ends are on 15-minute boundaries is the disjoint union of the largest slots that fit in it,
-so merging their rows gives the bucket's exact counts, distinct persons included (a union of sets,
-not a sum).
+(app.domain.kpis.registry) names them (a goal's row: the registry's per-goal quantities). Slots
+come in three levels: 15-minute slots (every IANA offset is a multiple of 15 minutes), UTC hours,
+and the site's local days. A bucket [start, end) whose ends are on 15-minute boundaries is the
+disjoint union of the largest slots that fit in it, so merging their rows gives the bucket's exact
+counts, distinct persons included (a union of sets, not a sum).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from pyroaring import BitMap
 
 from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts
-from app.domain.kpis.registry import Registry
+from app.domain.kpis.registry import GOAL_LAYOUT, Registry
 
 QUARTER, HOUR, DAY = "q", "h", "d"
 QUARTER_SPAN = timedelta(minutes=15)
@@ -39,8 +39,9 @@ class Rollup:
     removed: dict[str, BitMap] = field(default_factory=dict)  # a delta part's persons that left a set
 
     def add(self, other: Rollup) -> None:
+        counters = self.counters
         for name, value in other.counters.items():
-            self.counters[name] += value
+            counters[name] = counters.get(name, 0) + value  # a goal row's counters are not the registry's
         for name, persons in other.sets.items():
             mine = self.sets.get(name)
             if mine is None:
@@ -74,9 +75,10 @@ def merged(rollups: Iterable[Rollup]) -> Rollup:
     if len(parts) == 1:
         return parts[0]
     total = Rollup()
+    counters = total.counters
     for r in parts:
         for name, value in r.counters.items():
-            total.counters[name] += value
+            counters[name] = counters.get(name, 0) + value
     for name in {name for r in parts for name in r.sets}:
         found = [r.sets[name] for r in parts if name in r.sets]
         total.sets[name] = found[0] if len(found) == 1 else BitMap.union(*found)
@@ -261,3 +263,22 @@ def stage_persons(rows: Rows, units: Iterable[Unit]) -> dict[str, BitMap]:
     """The persons with an event of each RACE stage over the units (reach: any event)."""
     total = merged(r for unit in units for r in rows.get(unit, {}).values())
     return {stage: total.persons(name) for stage, name in REGISTRY.funnel_sets().items()}
+
+
+def goal_counts(rows: Rows, p: ReadPlan) -> dict[tuple[datetime, str], tuple[int, int, int]]:
+    """Per (aligned bucket start, goal) from the goal dimension's rows: completions, distinct persons
+    and value in cents (goals without a completion in a bucket are left out)."""
+    found: dict[tuple[datetime, str], tuple[int, int, int]] = {}
+    completions, value = GOAL_LAYOUT.counters
+    (persons,) = GOAL_LAYOUT.sets
+    for bucket, units in p.buckets:
+        per_goal: dict[str, list[Rollup]] = {}
+        for unit in units:
+            for goal, r in rows.get(unit, {}).items():
+                per_goal.setdefault(goal, []).append(r)
+        for goal, parts in per_goal.items():
+            total = merged(parts)
+            n = int(total.counters.get(completions, 0))
+            if n:
+                found[(bucket.aligned, goal)] = (n, len(total.persons(persons)), int(total.counters.get(value, 0)))
+    return found

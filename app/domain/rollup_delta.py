@@ -12,6 +12,9 @@ touches, the contribution before and after:
   memberships that went away become removals, so distinct counts stay exact.
 The result is one part per touched (dimension, unit, group): counter deltas, persons added and
 persons removed (disjoint), which the store appends after the key's earlier parts.
+
+Beside the breakdown dimensions (an event counts under its session's group), the `goal` dimension
+groups events by their own goal and keeps the registry's per-goal quantities (GOAL_LAYOUT).
 """
 
 from __future__ import annotations
@@ -25,7 +28,18 @@ from zoneinfo import ZoneInfo
 from pyroaring import BitMap
 
 from app.domain.kpis import REGISTRY, cents
-from app.domain.kpis.registry import Counter, Measure, Registry, compiled, compiled_hits, python_test
+from app.domain.kpis.registry import (
+    GOAL_COUNTERS,
+    GOAL_LAYOUT,
+    GOAL_SETS,
+    Counter,
+    Layout,
+    Measure,
+    Registry,
+    compiled,
+    compiled_hits,
+    python_test,
+)
 from app.domain.rollup import (
     DAY,
     HOUR,
@@ -40,7 +54,13 @@ from app.domain.rollup import (
 
 NO_VALUE = "(none)"
 DIMENSIONS = ("", "channel", "peso", "source", "medium", "campaign", "device")  # '' is the undivided total
+GOAL = "goal"  # the dimension whose groups are the events' goals
 Groups = tuple[str, ...]  # one value per DIMENSIONS entry
+
+
+def layout_of_dim(dim: str) -> Layout:
+    """The layout a dimension's rows are stored in."""
+    return GOAL_LAYOUT if dim == GOAL else REGISTRY.layout()
 
 
 class SessionLike(Protocol):
@@ -84,6 +104,8 @@ class _Tests:
     event_counters: Callable[[EventColumns], tuple[float, ...]]  # each counter's addition for the event
     session_counters: Callable[[SessionLike], tuple[float, ...]]
     sets: Callable[[EventColumns], list[int]]  # the indexes of the sets the event puts its person in
+    goal_counters: Callable[[EventColumns], tuple[float, ...]]  # GOAL_COUNTERS, for an event with a goal
+    goal_sets: Callable[[EventColumns], list[int]]
 
 
 def _tests(registry: Registry) -> _Tests:
@@ -99,6 +121,8 @@ def _tests(registry: Registry) -> _Tests:
         compiled((event_value(c) for c in registry.event_counters()), cents=cents),
         compiled(session_value(c) for c in registry.session_counters()),
         compiled_hits(python_test(s.where) for s in registry.person_sets),
+        compiled((event_value(c) for c in GOAL_COUNTERS), cents=cents),
+        compiled_hits(python_test(s.where) for s in GOAL_SETS),
     )
 
 
@@ -111,10 +135,13 @@ class RollupDelta:
         self._set_names = REGISTRY.set_names()
         self._counter_names = REGISTRY.counter_names()
         self._event_width = len(REGISTRY.event_counters())
+        self._goal_width = len(GOAL_COUNTERS)
         self._units: dict[datetime, tuple[Unit, ...]] = {}
         self._events: dict[tuple[datetime, Groups], list[float]] = {}
         self._sessions: dict[tuple[datetime, Groups], list[float]] = {}
         self._added: dict[tuple[datetime, Groups, int], set[int]] = {}  # per quarter: expanded later
+        self._goals: dict[tuple[datetime, str], list[float]] = {}
+        self._goal_added: dict[tuple[datetime, str, int], set[int]] = {}
         self._removed: dict[tuple[Unit, str, str, int], set[int]] = {}
         self._unit_added: dict[tuple[Unit, str, str, int], set[int]] = {}
 
@@ -136,6 +163,10 @@ class RollupDelta:
             quarter = self._count(fact, groups, 1)
             for s in self._tests.sets(fact):
                 self._added.setdefault((quarter, groups, s), set()).add(number)
+            goal = fact["goal"]
+            if goal is not None:
+                for s in self._tests.goal_sets(fact):
+                    self._goal_added.setdefault((quarter, goal, s), set()).add(number)
 
     def _count(self, fact: EventColumns, groups: Groups, sign: int) -> datetime:
         quarter = quarter_of(fact["event_at"])
@@ -145,6 +176,14 @@ class RollupDelta:
         for i, value in enumerate(self._tests.event_counters(fact)):
             if value:
                 counters[i] += sign * value
+        goal = fact["goal"]
+        if goal is not None:
+            per_goal = self._goals.get((quarter, goal))
+            if per_goal is None:
+                per_goal = self._goals[(quarter, goal)] = [0.0] * self._goal_width
+            for i, value in enumerate(self._tests.goal_counters(fact)):
+                if value:
+                    per_goal[i] += sign * value
         return quarter
 
     def add_session(self, session: SessionLike, sign: int = 1) -> None:
@@ -192,20 +231,25 @@ class RollupDelta:
         self, persons: Sequence[tuple[int, Sequence[tuple[EventColumns, Groups]], Sequence[SessionLike]]]
     ) -> dict[int, set[tuple[datetime, Groups, int]]]:
         """Per person number, the (quarter, groups, set) their facts put them in (a session's facts
-        mostly share these: memberships are expanded from them, once)."""
+        mostly share these: memberships are expanded from them, once); a goal's set is
+        (quarter, (goal,), set) of the goal dimension."""
         found: dict[int, set[tuple[datetime, Groups, int]]] = {}
         for n, facts, _ in persons:
-            found.setdefault(n, set()).update(
-                (quarter_of(fact["event_at"]), groups, s) for fact, groups in facts for s in self._tests.sets(fact)
-            )
+            bases = found.setdefault(n, set())
+            for fact, groups in facts:
+                quarter = quarter_of(fact["event_at"])
+                bases.update((quarter, groups, s) for s in self._tests.sets(fact))
+                if fact["goal"] is not None:
+                    bases.update((quarter, (fact["goal"],), s) for s in self._tests.goal_sets(fact))
         return found
 
     def _memberships(self, bases: set[tuple[datetime, Groups, int]]) -> set[tuple[Unit, str, str, int]]:
         """The (unit, dimension, group, set) memberships of (quarter, groups, set) bases."""
         keys: set[tuple[Unit, str, str, int]] = set()
         for quarter, groups, s in bases:
+            dims = DIMENSIONS if len(groups) > 1 else (GOAL,)
             for unit in self.units_of(quarter):
-                keys.update((unit, dim, grp, s) for dim, grp in zip(DIMENSIONS, groups, strict=True))
+                keys.update((unit, dim, grp, s) for dim, grp in zip(dims, groups, strict=True))
         return keys
 
     # --- the rows -------------------------------------------------------------------------------
@@ -242,7 +286,7 @@ class RollupDelta:
         def change_of(key: tuple[str, Unit, str]) -> Change:
             change = out.get(key)
             if change is None:
-                change = out[key] = Change([0.0] * width, {}, {})
+                change = out[key] = Change([0.0] * (self._goal_width if key[0] == GOAL else width), {}, {})
             return change
 
         for (quarter, d, grp), values in counters.items():
@@ -254,6 +298,16 @@ class RollupDelta:
         for (quarter, d, grp, s), numbers in members.items():
             for unit in self.units_of(quarter):
                 change_of((DIMENSIONS[d], unit, grp)).added.setdefault(s, set()).update(numbers)
+        for (quarter, goal), values in self._goals.items():
+            nonzero = [(i, v) for i, v in enumerate(values) if v]
+            if nonzero:
+                for unit in self.units_of(quarter):
+                    target = change_of((GOAL, unit, goal)).counters
+                    for i, v in nonzero:
+                        target[i] += v
+        for (quarter, goal, s), numbers in self._goal_added.items():
+            for unit in self.units_of(quarter):
+                change_of((GOAL, unit, goal)).added.setdefault(s, set()).update(numbers)
         for source, removing in ((self._unit_added, False), (self._removed, True)):
             for (unit, dim, grp, s), numbers in source.items():
                 change = change_of((dim, unit, grp))
@@ -264,9 +318,10 @@ class RollupDelta:
         """The changes as (dimension, unit, group, Rollup part)."""
         out = []
         for (dim, unit, grp), change in self.changes().items():
-            r = Rollup(dict(zip(self._counter_names, change.counters, strict=True)))
-            r.sets = {self._set_names[s]: BitMap(numbers) for s, numbers in change.added.items()}
-            r.removed = {self._set_names[s]: BitMap(numbers) for s, numbers in change.removed.items()}
+            layout = layout_of_dim(dim)
+            r = Rollup(dict(zip(layout.counters, change.counters, strict=True)))
+            r.sets = {layout.sets[s]: BitMap(numbers) for s, numbers in change.added.items()}
+            r.removed = {layout.sets[s]: BitMap(numbers) for s, numbers in change.removed.items()}
             out.append((dim, unit, grp, r))
         return out
 

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from app import metrics
+from app import metrics, rollups
 from app.domain.classify import classify
 from app.domain.model import Event, PersonHistory
 from app.domain.person import (
@@ -361,6 +361,7 @@ class Deriver:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_maintenance = 0.0
+        self._converting: asyncio.Task[int] | None = None  # rollups being brought to the registry's layout
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="racetrack-deriver")
@@ -374,6 +375,9 @@ class Deriver:
         self._wakeup.set()
         if self._task:
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._converting:  # a conversion resumes from the start in the next process
+            self._converting.cancel()
+            await asyncio.gather(self._converting, return_exceptions=True)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -415,6 +419,10 @@ class Deriver:
         async with self._pool.acquire() as conn:
             await rotate_partitions(conn)
             metrics.set_pipeline(await inbox.backlog(conn, None, BACKLOG_METRIC_CAP), await inbox.oldest_received(conn))
+        if self._converting is None or self._converting.done():
+            if self._converting is not None and not self._converting.cancelled() and self._converting.exception():
+                log.error("rollup conversion failed", exc_info=self._converting.exception())
+            self._converting = asyncio.create_task(rollups.convert_stale(self._pool), name="racetrack-rollup-layout")
 
 
 async def drain(pool: asyncpg.Pool, rulesets: RulesetCache | None = None, batch: int = 5000) -> int:

@@ -29,3 +29,12 @@ async def try_lock_job(conn: asyncpg.Connection, site_id: int, job_id: int) -> b
 
 async def unlock_job(conn: asyncpg.Connection, site_id: int, job_id: int) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("job", site_id, str(job_id)))
+
+
+async def try_lock_conversion(conn: asyncpg.Connection, site_id: int) -> bool:
+    """A session lock: this connection's process brings the site's rollups to a new layout."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("convert", site_id, "")))
+
+
+async def unlock_conversion(conn: asyncpg.Connection, site_id: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("convert", site_id, ""))

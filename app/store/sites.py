@@ -44,6 +44,7 @@ TENANT_TABLES = (
     "ingest_counter",
     "person_state",
     "rollup",
+    "rollup_layout",
     "person_number",
     "inbox",
     "duplicate_order",

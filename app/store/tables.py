@@ -1,5 +1,5 @@
 """The schema in code: every table, index, constraint, partitioning and sequence that the migrations
-(migrations/versions/, 0001-0011) create, as SQLAlchemy Core tables on one MetaData.
+(migrations/versions/, 0001-0012) create, as SQLAlchemy Core tables on one MetaData.
 
 The migrations stay the way the schema changes; this module is what it is. `alembic check` (and
 tests/integration/test_schema.py) compares the two on a freshly migrated database and fails on any
@@ -332,24 +332,13 @@ pipeline_watermark = Table(
     PrimaryKeyConstraint("site_id"),
 )  # fmt: skip
 
-# --- rollups (0006, 0008) --------------------------------------------------------------------------
-
-# revenue counters hold cents: sums of money are exact
-ROLLUP_COUNTERS = (
-    ("new_visitors", Integer), ("pageviews", Integer), ("act_events", Integer), ("leads", Integer),
-    ("orders", Integer), ("revenue", Double), ("new_customers", Integer), ("offline_orders", Integer),
-    ("offline_revenue", Double), ("engage_events", Integer), ("repeat_orders", Integer),
-    ("nps_responses", Integer), ("nps_promoters", Integer), ("nps_detractors", Integer),
-    ("sessions", Integer), ("bounces", Integer), ("session_seconds", Double),
-)  # fmt: skip
-# roaring bitmaps of person numbers
-ROLLUP_PERSON_SETS = (
-    "visitors", "lead_persons", "order_persons", "repeat_customers", "act_persons", "convert_persons",
-    "engage_persons",
-)  # fmt: skip
+# --- rollups (0006, 0008, 0012) --------------------------------------------------------------------
 
 # A key's part 0 is its base; parts > 0 are deltas in commit order (numbered from rollup_part_seq),
 # each with the persons it adds and the persons it removes. Readers fold a key's parts in order.
+# A row's quantities are arrays in the order of its layout (app.domain.kpis.registry.Layout):
+# `counters` (revenue counters in cents, so sums of money are exact), `sets` (roaring bitmaps of
+# person numbers, NULL for none) and `removed` (a delta's persons that left each set; NULL for none).
 rollup = Table(
     "rollup", metadata,
     _site_id(),
@@ -357,12 +346,24 @@ rollup = Table(
     Column("level", CHAR(1), nullable=False),
     _timestamp("slot"),
     Column("grp", Text, nullable=False),
-    *(Column(name, kind, nullable=False) for name, kind in ROLLUP_COUNTERS),
-    *(Column(name, LargeBinary) for name in ROLLUP_PERSON_SETS),
     Column("part", BigInteger, nullable=False, server_default=ZERO, autoincrement=False),
-    *(Column(f"{name}_removed", LargeBinary) for name in ROLLUP_PERSON_SETS),
+    Column("counters", ARRAY(Double), nullable=False),
+    Column("sets", ARRAY(LargeBinary), nullable=False),
+    Column("removed", ARRAY(LargeBinary)),
     PrimaryKeyConstraint("site_id", "dim", "level", "slot", "grp", "part"),
     Index("ix_rollup_deltas", "site_id", "dim", "level", "slot", "grp", postgresql_where=text("part > 0")),
+)  # fmt: skip
+# Per site and family of rows ('kpi': every breakdown dimension; 'goal'), the layout its rows are
+# stored in; `complete` is false while a rebuild brings the rows to it (reads then use the events).
+rollup_layout = Table(
+    "rollup_layout", metadata,
+    _site_id(),
+    Column("family", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("quantities", ARRAY(Text), nullable=False),
+    Column("complete", Boolean, nullable=False),
+    _timestamp("changed_at", server_default=NOW),
+    PrimaryKeyConstraint("site_id", "family"),
 )  # fmt: skip
 rollup_part_seq = Sequence("rollup_part_seq", metadata=metadata)
 

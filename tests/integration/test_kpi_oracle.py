@@ -352,6 +352,8 @@ async def _check_all(
         for gran in grans:
             answer = await client.get("/v1/kpis", params={**period, "granularity": gran, "tz": tz}, headers=headers)
             problems += _compare_kpis(f"{tz}/{gran}", oracle.kpis(FROM, TO, gran, tz), answer)
+            answer = await client.get("/v1/goals", params={**period, "granularity": gran, "tz": tz}, headers=headers)
+            problems += _compare_goals(f"{tz}/{gran}/goals", oracle.goals(FROM, TO, gran, tz), answer, source)
         answer = await client.get("/v1/funnel", params={**period, "tz": tz}, headers=headers)
         problems += _compare_funnel(f"{tz}/funnel", oracle.funnel(FROM, TO, tz), answer, "nested")
         answer = await client.get("/v1/funnel", params={**period, "tz": tz, "funnel": "independent"}, headers=headers)
@@ -363,6 +365,21 @@ async def _check_all(
         problems += _compare_kpis(f"{tz}/{gran}/channel", oracle.kpis(FROM, TO, gran, tz, breakdown=True), answer)
     problems += await _check_limit(client, headers, oracle, source)
     return problems
+
+
+def _compare_goals(
+    label: str, expected: dict[tuple[datetime, str], tuple[int, int, int]], answer: httpx.Response, source: str
+) -> list[str]:
+    if answer.status_code != 200 or answer.headers.get("x-racetrack-source") != source:
+        return [f"{label}: {answer.status_code} from {answer.headers.get('x-racetrack-source')}: {answer.text[:200]}"]
+    got = {
+        (parse_ts(b["start"]), g["goal"]): (g["completions"], g["persons"], round(g["value"] * 100))
+        for b in answer.json()["buckets"]
+        for g in b["goals"]
+        if g["completions"]
+    }
+    return [f"{label} {key}: expected {expected.get(key)}, got {got.get(key)}"
+            for key in sorted(set(expected) | set(got)) if expected.get(key) != got.get(key)]  # fmt: skip
 
 
 async def _check_limit(client: httpx.AsyncClient, headers: dict[str, str], oracle: Oracle, source: str) -> list[str]:

@@ -1,19 +1,21 @@
-"""A KPI added to the registry reaches every answer: one entry (plus the rollup column its new person
-set needs, as its migration would add) and /v1/kpis from the rollups and from the events, the rollup
-rebuild, CSV, OpenAPI, targets' attainment, the one-pager and the dashboard's labels all carry it,
-equal to the oracle's own hand-written computation (tests/oracle.py)."""
+"""A KPI added to the registry reaches every answer: one entry (its new person set and the KPI, no
+migration) and /v1/kpis from the rollups and from the events, the rollup rebuild, CSV, OpenAPI,
+targets' attainment, the one-pager and the dashboard's labels all carry it, equal to the oracle's
+own hand-written computation (tests/oracle.py). Rollups stored before the entry existed are not
+read as if they had it: reads come from the events until the site's rollups are rebuilt in the
+registry's layout (what the deriver does on its own), then from the rollups again."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
 import httpx
 import pytest
 
@@ -24,7 +26,7 @@ from app.domain import dashboard as view_logic
 from app.domain.kpis import REGISTRY, Kpi, Unit
 from app.domain.kpis.registry import PersonSet, Ratio, equals
 from app.main import create_app
-from app.store.database import asyncpg_dsn, create_pool
+from app.store.database import create_pool
 from tests.conftest import create_site, drain
 from tests.oracle import KPI_NAMES, TEST_ONLY_KPI_NAMES, Oracle, parse_ts
 
@@ -40,24 +42,19 @@ FROM, TO = date(2026, 3, 4), date(2026, 4, 9)  # a clipped first and last month;
 
 
 @pytest.fixture
-async def add_to_cart_rate(database_url: str) -> AsyncIterator[None]:
-    """The KPI registered, and the rollup columns of its person set (what its migration adds)."""
-    columns = ("add_to_cart_persons", "add_to_cart_persons_removed")
-    conn = await asyncpg.connect(asyncpg_dsn(database_url))
-    try:
-        await conn.execute("ALTER TABLE rollup " + ", ".join(f"ADD COLUMN {c} bytea" for c in columns))
-        with REGISTRY.extended(person_sets=[ADD_TO_CART_PERSONS], kpis=[ADD_TO_CART_RATE]):
-            yield
-    finally:
-        await conn.execute("ALTER TABLE rollup " + ", ".join(f"DROP COLUMN {c}" for c in columns))
-        await conn.close()
+def add_to_cart_rate() -> Iterator[None]:
+    """The KPI registered: its entries, and nothing else."""
+    with REGISTRY.extended(person_sets=[ADD_TO_CART_PERSONS], kpis=[ADD_TO_CART_RATE]):
+        yield
 
 
 @pytest.fixture
 async def registered_client(add_to_cart_rate: None, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     from asgi_lifespan import LifespanManager
 
-    app = create_app(settings)
+    # derivation by drain() only: this process's deriver would bring every other site of the test
+    # database to the extended layout (they are stale while the registry is extended)
+    app = create_app(settings.model_copy(update={"deriver": False}))
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://racetrack.test") as c:
@@ -110,7 +107,8 @@ async def test_a_registered_kpi_reaches_every_answer(registered_client: httpx.As
             expected = oracle.kpis(FROM, TO, granularity, "Europe/Berlin")
             assert not _differences(expected, answer, names), (source, granularity)
         answer = await client.get(
-            "/v1/kpis", params={**period, "granularity": "total", "breakdown": "channel", "source": source},
+            "/v1/kpis",
+            params={**period, "granularity": "total", "breakdown": "channel", "source": source},
             headers=read,
         )
         expected = oracle.kpis(FROM, TO, "total", "Europe/Berlin", breakdown=True)
@@ -170,10 +168,76 @@ async def test_the_registry_is_as_before_once_the_block_ends() -> None:
     assert REGISTRY.names() == before and "add_to_cart_persons" not in REGISTRY.set_names()
 
 
-async def test_every_registered_quantity_has_its_rollup_columns(db: Any) -> None:
-    """A counter or person set added to the registry without the migration of its column fails here."""
-    found = {r["column_name"] for r in await db.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'rollup'"
-    )}  # fmt: skip
-    wanted = {*REGISTRY.counter_names(), *REGISTRY.set_names(), *(f"{s}_removed" for s in REGISTRY.set_names())}
-    assert wanted <= found, sorted(wanted - found)
+async def test_the_recorded_layout_is_the_registrys(client: httpx.AsyncClient, db: Any) -> None:
+    """A site's rollups record the layout they are stored in: the registry's quantities, described."""
+    site = await create_site(client)
+    page = {"type": "page", "anonymousId": "a1", "messageId": "m1", "timestamp": "2026-05-01T10:00:00Z"}
+    assert (await client.post("/v1/batch", json={"batch": [page]}, auth=(site["write_key"], ""))).status_code == 200
+    await drain()
+    rows = await db.fetch("SELECT family, fingerprint, quantities, complete FROM rollup_layout WHERE site_id = $1",
+                          site["id"])  # fmt: skip
+    found = {r["family"]: (r["fingerprint"], tuple(r["quantities"]), r["complete"]) for r in rows}
+    assert found == {f: (layout.fingerprint, layout.quantities, True) for f, layout in REGISTRY.layouts().items()}
+    assert "set visitors: persons where every" in found["kpi"][1]
+
+
+async def test_rollups_of_an_older_layout_are_rebuilt_not_read(settings: Settings, database_url: str) -> None:
+    """Rollups stored before add_to_cart_rate existed: with it registered, /v1/kpis answers from the
+    events (right, with the new KPI), never from rows that lack its set; once the site is rebuilt in
+    the registry's layout, from the rollups, still right. And back when the entry is gone."""
+    from asgi_lifespan import LifespanManager
+
+    app = create_app(settings.model_copy(update={"deriver": False}))  # see registered_client
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://racetrack.test") as client:
+            site = await create_site(client, "Europe/Berlin")
+            messages = generate_messages(40, 20, START, seed=9)
+            for at in range(0, len(messages), 500):
+                batch = {"batch": messages[at : at + 500]}
+                assert (await client.post("/v1/batch", json=batch, auth=(site["write_key"], ""))).status_code == 200
+            await drain()
+            read = {"Authorization": f"Bearer {site['read_key']}"}
+            period = {"from": FROM.isoformat(), "to": TO.isoformat(), "tz": "Europe/Berlin", "granularity": "day"}
+            expected = Oracle(messages).kpis(FROM, TO, "day", "Europe/Berlin")
+
+            async def answers(source: str, names: tuple[str, ...]) -> None:
+                answer = await client.get("/v1/kpis", params=period, headers=read)
+                assert answer.headers["x-racetrack-source"] == source
+                assert not _differences(expected, answer, names)
+
+            pool = await create_pool(database_url, 1, 2)
+            try:
+                await answers("rollups", KPI_NAMES)
+                with REGISTRY.extended(person_sets=[ADD_TO_CART_PERSONS], kpis=[ADD_TO_CART_RATE]):
+                    await answers("events", (*KPI_NAMES, *TEST_ONLY_KPI_NAMES))
+                    async with pool.acquire() as conn:
+                        assert await rollups.convert(conn, site["id"], ZoneInfo("Europe/Berlin")) > 0
+                    await answers("rollups", (*KPI_NAMES, *TEST_ONLY_KPI_NAMES))
+                await answers("events", KPI_NAMES)  # the rows hold a set the registry no longer has
+                assert await rollups.convert_stale(pool) >= 1  # what every deriver runs in the background
+                await answers("rollups", KPI_NAMES)
+            finally:
+                await pool.close()
+
+
+async def test_the_deriver_rebuilds_rollups_of_another_layout_on_its_own(client: httpx.AsyncClient, db: Any) -> None:
+    site = await create_site(client, "Europe/Berlin")
+    messages = generate_messages(10, 5, START, seed=3)
+    assert (await client.post("/v1/batch", json={"batch": messages}, auth=(site["write_key"], ""))).status_code == 200
+    await drain()
+    read = {"Authorization": f"Bearer {site['read_key']}"}
+    params = {"from": FROM.isoformat(), "to": TO.isoformat(), "granularity": "total"}
+    before = await client.get("/v1/kpis", params=params, headers=read)
+    assert before.headers["x-racetrack-source"] == "rollups"
+    # as if an earlier release had stored them: the layout recorded is not the registry's
+    await db.execute("UPDATE rollup_layout SET fingerprint = 'older' WHERE site_id = $1", site["id"])
+    sources = []
+    for _ in range(300):
+        answer = await client.get("/v1/kpis", params=params, headers=read)
+        assert answer.json()["buckets"] == before.json()["buckets"]
+        sources.append(answer.headers["x-racetrack-source"])
+        if sources[-1] == "rollups":
+            break
+        await asyncio.sleep(0.1)
+    assert sources[0] == "events" and sources[-1] == "rollups", sources

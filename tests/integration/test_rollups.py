@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 
 from app.demo import generate_messages
+from app.domain.kpis import REGISTRY
 from tests.conftest import create_site, drain
 from tests.integration.test_admin_api import _wait_job, admin
 from tests.integration.test_kpi_oracle import DAYS, FROM, SEED, START, TO, _check_all, _ingest, _report
@@ -176,7 +177,8 @@ async def test_operators_rebuild_puts_damaged_rollups_right(
              for n in range(1, 4)]  # fmt: skip
     assert (await client.post("/v1/batch", json={"batch": pages}, auth=(site["write_key"], ""))).status_code == 200
     await drain()
-    await db.execute("UPDATE rollup SET pageviews = 999 WHERE site_id = $1", site["id"])  # hand-made damage
+    pageviews = REGISTRY.layout().counters.index("pageviews") + 1
+    await db.execute(f"UPDATE rollup SET counters[{pageviews}] = 999 WHERE site_id = $1 AND dim <> 'goal'", site["id"])
     racetrack = Path(sys.executable).parent / "racetrack"
     rebuild = await asyncio.create_subprocess_exec(
         str(racetrack), "rollups", "rebuild", "--site", str(site["id"]), "--from", "2026-05-02", "--to", "2026-05-04",
@@ -185,7 +187,8 @@ async def test_operators_rebuild_puts_damaged_rollups_right(
     out, _ = await rebuild.communicate()
     assert rebuild.returncode == 0 and b'"slots": 2' in out, out
     damaged = await db.fetch(
-        "SELECT slot FROM rollup WHERE site_id = $1 AND level = 'q' AND dim = '' AND pageviews = 999", site["id"]
+        f"SELECT slot FROM rollup WHERE site_id = $1 AND level = 'q' AND dim = '' AND counters[{pageviews}] = 999",
+        site["id"],
     )
     assert [r["slot"].day for r in damaged] == [1]  # only what was outside --from/--to stays damaged
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -167,3 +168,51 @@ async def test_catalog_comparison_sees_what_alembic_check_does_not(fresh_databas
         await conn.execute("DROP INDEX ix_rollup_deltas")
         await conn.execute("CREATE INDEX ix_rollup_deltas ON rollup (site_id, dim, level, slot, grp) WHERE part > 0")
         await conn.close()
+
+
+async def test_upgrading_a_populated_database_keeps_the_rollups(database_url: str) -> None:
+    """Migration 0012 copies each row's quantity columns into the arrays in the registry's layout
+    (that the KPI family then reads as is) and records the goal family as still to be built; a
+    downgrade puts the columns back."""
+    from pyroaring import BitMap
+
+    from app.domain.kpis import REGISTRY
+    from app.store.rollups import rollup_layouts
+
+    name = f"racetrack_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(database_url))
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = with_database(database_url, name)
+    config = alembic_config(url)
+    try:
+        await asyncio.to_thread(command.upgrade, config, "0011")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            layout = REGISTRY.layout()
+            counters = {c: float(i + 1) for i, c in enumerate(layout.counters)}
+            visitors, removed = BitMap([1, 2, 3]).serialize(), BitMap([4]).serialize()
+            columns = ["site_id", "dim", "level", "slot", "grp", "part", *counters, "visitors", "order_persons_removed"]
+            values = [7, "", "q", "2026-05-01T10:00:00+00:00", "", 3, *counters.values(), visitors, removed]
+            await conn.execute(
+                f"INSERT INTO rollup ({', '.join(columns)}) VALUES "
+                f"({', '.join(f'${i + 1}' for i in range(len(columns)))})",
+                *[datetime.fromisoformat(v) if isinstance(v, str) and v.startswith("2026") else v for v in values],
+            )
+            await asyncio.to_thread(command.upgrade, config, "head")
+            row = await conn.fetchrow("SELECT counters, sets, removed FROM rollup WHERE site_id = 7")
+            assert list(row["counters"]) == list(counters.values())
+            assert row["sets"][layout.sets.index("visitors")] == visitors and row["sets"].count(None) == 6
+            assert row["removed"][layout.sets.index("order_persons")] == removed
+            found = await rollup_layouts(conn, 7)
+            assert found["kpi"] == (layout.fingerprint, True)  # read as it is: no rebuild for the KPIs
+            assert found["goal"][1] is False  # goal rows to be built (by the deriver, or rollups rebuild)
+            await asyncio.to_thread(command.downgrade, config, "0011")
+            back = await conn.fetchrow(
+                "SELECT pageviews, visitors, order_persons_removed FROM rollup WHERE site_id = 7"
+            )
+            assert (back["pageviews"], back["visitors"], back["order_persons_removed"]) == (2, visitors, removed)
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

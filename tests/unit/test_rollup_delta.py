@@ -11,7 +11,7 @@ from pyroaring import BitMap
 
 from app.domain.person import SessionFacts
 from app.domain.rollup import DAY, HOUR, QUARTER, Rollup, folded
-from app.domain.rollup_delta import DIMENSIONS, EventColumns, RollupDelta, groups_of
+from app.domain.rollup_delta import DIMENSIONS, GOAL, EventColumns, RollupDelta, groups_of
 
 AT = datetime(2026, 5, 1, 10, 5, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -53,13 +53,36 @@ def test_appended_events_count_in_their_slot_hour_and_local_day_of_every_dimensi
     units = _units(delta, AT)
     assert [u[0] for u in units] == [QUARTER, HOUR, DAY]
     assert units[2][1] == datetime(2026, 4, 30, 22, tzinfo=UTC)  # Berlin's midnight
-    assert set(changes) == {(dim, unit, grp) for unit in units for dim, grp in zip(DIMENSIONS, groups, strict=True)}
-    for change in changes.values():
+    by_session = {(dim, unit, grp) for unit in units for dim, grp in zip(DIMENSIONS, groups, strict=True)}
+    by_goal = {(GOAL, unit, goal) for unit in units for goal in ("page_view", "purchase")}
+    assert set(changes) == by_session | by_goal
+    for key in by_session:
+        change = changes[key]
         counters = dict(zip(Rollup().counters, change.counters, strict=True))
         picked = (counters["pageviews"], counters["orders"], counters["revenue"], counters["new_customers"])
         assert picked == (1, 1, 4000, 1)  # revenue in cents
         assert (counters["sessions"], counters["new_visitors"]) == (1, 1)
         assert change.added == {0: {7}, 2: {7}, 5: {7}} and change.removed == {}  # visitors, customers, convert
+    for unit in units:  # per goal: completions, value in cents, the person
+        purchase, page_view = changes[(GOAL, unit, "purchase")], changes[(GOAL, unit, "page_view")]
+        assert (purchase.counters, purchase.added) == ([1, 4000], {0: {7}})
+        assert (page_view.counters, page_view.added) == ([1, 0], {0: {7}})
+
+
+def test_a_goal_that_changes_on_rederivation_moves_its_person_and_completion() -> None:
+    """A person's order re-derived as a repeat purchase: out of the purchase goal's rows (completion
+    and person), into repeat_purchase's."""
+    delta = RollupDelta(ZoneInfo("UTC"))
+    session = _session("a|s|1", events=2)
+    first = _order(AT, 10.0, False)
+    old = [(4, [(first, groups_of(session))], [session])]
+    new = [(4, [({**first, "goal": "repeat_purchase", "is_repeat_order": True}, groups_of(session))], [session])]
+    delta.replace_person(old, new)
+    changes = delta.changes()
+    for unit in _units(delta, AT):
+        gone, came = changes[(GOAL, unit, "purchase")], changes[(GOAL, unit, "repeat_purchase")]
+        assert (gone.counters, gone.added, gone.removed) == ([-1, -1000], {}, {0: {4}})
+        assert (came.counters, came.added, came.removed) == ([1, 1000], {0: {4}}, {})
 
 
 def test_a_relinked_person_moves_to_the_users_number_with_counters_unchanged() -> None:

@@ -11,14 +11,19 @@ Python (rollup deltas) and rendered as SQL (app.store.kpi_sql) from the same ent
 
 Every path reads the registry at call time: the event-path SQL, the rollup counters and sets, the
 KPI answers and CSV columns, OpenAPI, target attainment and the dashboard. A KPI over existing
-quantities is one entry in KPIS; a new counter or person set is also its entry in COUNTERS or
-PERSON_SETS and, because the rollups keep one column per quantity, the migration that adds its
-column (then `racetrack rollups rebuild` fills it for stored events). `REGISTRY.extended` adds
-entries for a while (tests).
+quantities is one entry in KPIS; a new counter or person set is one entry in COUNTERS or PERSON_SETS
+too, and nothing else: the rollups store each row's quantities as arrays in the registry's order
+(`layout`), the stored layout is recorded per site, and when it differs from the registry's the
+rollups are rebuilt from the events (automatically, by the deriver; or `racetrack rollups rebuild`)
+while reads come from the events. `REGISTRY.extended` adds entries for a while (tests).
+
+Goals are data (each site's rules name them), so they are not registry entries: the GOAL_* quantities
+are kept per goal (the rollups' `goal` dimension, whose groups are goal names).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -218,6 +223,43 @@ PERSON_SETS = (
     PersonSet("convert_persons", (equals("stage", "convert"),), "convert"),
     PersonSet("engage_persons", (equals("stage", "engage"),), "engage"),
 )
+# Per goal, over the events whose goal is the row's group (/v1/goals): completions, their value in
+# cents, the distinct persons who completed it.
+GOAL_COUNTERS = (Counter("completions"), Counter("goal_value", (), Measure.CENTS))
+GOAL_SETS = (PersonSet("goal_persons"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The quantities one kind of rollup row stores, in order: `counters` and `sets` are the row's
+    arrays. `quantities` describes each (name and definition): two layouts with the same description
+    store the same numbers; `fingerprint` is a short hash of it, recorded beside the rollups."""
+
+    counters: tuple[str, ...]
+    sets: tuple[str, ...]
+    quantities: tuple[str, ...]
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256("\n".join(self.quantities).encode()).hexdigest()[:16]
+
+
+def describe(q: Counter | PersonSet) -> str:
+    """A quantity's name and definition as text (its conditions, its measure): stable across runs."""
+    where = " and ".join(f"{c.column} {c.op} {c.value!r}" if c.value is not None else f"{c.column} {c.op}"
+                         for c in q.where) or "every"  # fmt: skip
+    if isinstance(q, Counter):
+        return f"counter {q.name}: {q.measure.value} where {where}"
+    return f"set {q.name}: persons where {where}"
+
+
+def layout_of(counters: Iterable[Counter], person_sets: Iterable[PersonSet]) -> Layout:
+    counted, sets = tuple(counters), tuple(person_sets)
+    quantities = tuple(describe(q) for q in counted) + tuple(describe(q) for q in sets)
+    return Layout(tuple(c.name for c in counted), tuple(s.name for s in sets), quantities)
+
+
+GOAL_LAYOUT = layout_of(GOAL_COUNTERS, GOAL_SETS)
 
 
 # --- KPIs --------------------------------------------------------------------------------------
@@ -405,6 +447,14 @@ class Registry:
     def set_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.person_sets)
 
+    def layout(self) -> Layout:
+        """The stored layout of every rollup row but the goal dimension's: counter_names(), set_names()."""
+        return self.derived(_layout)
+
+    def layouts(self) -> dict[str, Layout]:
+        """Each family of rollup rows and its layout: 'kpi' (every breakdown dimension), 'goal'."""
+        return {"kpi": self.layout(), "goal": GOAL_LAYOUT}
+
     def person_set(self, name: str) -> PersonSet:
         return next(s for s in self.person_sets if s.name == name)
 
@@ -430,6 +480,10 @@ def _stage_kpis(r: Registry) -> dict[str, tuple[str, ...]]:
 
 def _counter_names(r: Registry) -> tuple[str, ...]:
     return tuple(c.name for c in (*r.event_counters(), *r.session_counters()))
+
+
+def _layout(r: Registry) -> Layout:
+    return layout_of((*r.event_counters(), *r.session_counters()), r.person_sets)
 
 
 def _kpi_sets(r: Registry) -> tuple[str, ...]:
