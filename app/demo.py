@@ -437,8 +437,8 @@ async def load_demo(
             await inbox.create_staging(conn)
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited pool or loop
         receiver, sender = context.Pipe(duplex=False)
-        job = (url, site.site_id, site.domains, persons, days, seed, now, profile, sender)
-        stager = context.Process(target=_stage_process, args=job, name="racetrack-demo-stage", daemon=True)
+        job = _StageJob(url, site.site_id, site.domains, persons, days, seed, now, profile)
+        stager = context.Process(target=_stage_process, args=(job, sender), name="racetrack-demo-stage", daemon=True)
         stager.start()
         sender.close()
         try:
@@ -503,23 +503,29 @@ async def _release_and_derive(pool: asyncpg.Pool, staged: Connection) -> tuple[i
             await asyncio.to_thread(staged.poll, 1.0)
 
 
-def _stage_process(
-    url: str, site_id: int, domains: tuple[str, ...], persons: int, days: int, seed: int, now: datetime,
-    profile: Profile, progress: Connection,
-) -> None:  # fmt: skip
+@dataclass(frozen=True, slots=True)
+class _StageJob:
+    url: str
+    site_id: int
+    domains: tuple[str, ...]
+    persons: int
+    days: int
+    seed: int
+    now: datetime
+    profile: Profile
+
+
+def _stage_process(job: _StageJob, progress: Connection) -> None:
     """The demo's second process: `_stage`, its progress and its end sent to the first."""
     try:
-        done = asyncio.run(_stage(url, site_id, domains, persons, days, seed, now, profile, progress))
+        done = asyncio.run(_stage(job, progress))
     except BaseException:
         progress.send(("failed", traceback.format_exc()))
         raise
     progress.send(("done", done))
 
 
-async def _stage(
-    url: str, site_id: int, domains: tuple[str, ...], persons: int, days: int, seed: int, now: datetime,
-    profile: Profile, progress: Connection,
-) -> tuple[int, dict[str, float]]:  # fmt: skip
+async def _stage(job: _StageJob, progress: Connection) -> tuple[int, dict[str, float]]:
     """Generate the journeys and stage their events (messageIds claimed, COPY) a chunk of visitors
     per transaction, sending ("staged", since) after each; then the data-quality counters and the
     Plan targets. (events staged, seconds generating and staging)."""
@@ -533,8 +539,8 @@ async def _stage(
     loaded = 0
     tallies: dict[date, _MonthTally] = {}
     received: dict[datetime, int] = defaultdict(int)  # accepted events by hour of receipt
-    journeys = timed_journeys(persons, days, now - timedelta(days=days), seed, profile)
-    pool = await create_pool(url, 1, 1)
+    journeys = timed_journeys(job.persons, job.days, job.now - timedelta(days=job.days), job.seed, job.profile)
+    pool = await create_pool(job.url, 1, 1)
     try:
         while True:
             clock = time.perf_counter()
@@ -543,7 +549,7 @@ async def _stage(
                 break
             appended: list[IncomingEvent] = []
             for _, messages in chunk:
-                receipts = [_receipt_of(m, now, domains) for m in messages]
+                receipts = [_receipt_of(m, job.now, job.domains) for m in messages]
                 for receipt in receipts:
                     received[receipt.received_at.replace(minute=0, second=0)] += 1
                 normalized = (normalize(m, r) for m, r in zip(messages, receipts, strict=True))
@@ -555,13 +561,13 @@ async def _stage(
             seconds["generate"] += time.perf_counter() - clock
             clock = time.perf_counter()
             async with pool.acquire() as conn, conn.transaction():
-                loaded += len(await ingest.append(conn, site_id, appended, inbox.STAGING))
+                loaded += len(await ingest.append(conn, job.site_id, appended, inbox.STAGING))
             progress.send(("staged", chunk[-1][0]))
             seconds["stage"] += time.perf_counter() - clock
         async with pool.acquire() as conn, conn.transaction():
             for hour, accepted in sorted(received.items()):
-                await events.count_ingest(conn, site_id, 0, hour, accepted, 0, 0)
-            await targets.upsert_targets(conn, site_id, demo_targets(tallies, now, days))
+                await events.count_ingest(conn, job.site_id, 0, hour, accepted, 0, 0)
+            await targets.upsert_targets(conn, job.site_id, demo_targets(tallies, job.now, job.days))
     finally:
         await pool.close()
     return loaded, seconds
