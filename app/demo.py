@@ -28,16 +28,25 @@ case; its rates are not realistic.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import random
+import time
+import traceback
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from itertools import islice
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
 
 from app.domain.normalize import Receipt
+
+if TYPE_CHECKING:
+    import asyncpg
 
 UAS = {
     "desktop": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -187,9 +196,22 @@ def generate_journeys(
     persons: int, days: int, start: datetime, seed: int = 7, profile: Profile = Profile.DENSE
 ) -> Iterator[list[dict[str, Any]]]:
     """One visitor's messages at a time (so millions of events never sit in memory at once)."""
+    return (messages for _, messages in timed_journeys(persons, days, start, seed, profile))
+
+
+def timed_journeys(
+    persons: int, days: int, start: datetime, seed: int = 7, profile: Profile = Profile.DENSE
+) -> Iterator[tuple[datetime | None, list[dict[str, Any]]]]:
+    """(since, messages) per visitor: no message of a later visitor happens before `since` (the
+    realistic mix comes in order of first visits; the dense one in no order: None)."""
     if profile is Profile.REALISTIC:
         yield from _realistic_journeys(persons, days, start, seed)
         return
+    for journey in _dense_journeys(persons, days, start, seed):
+        yield None, journey
+
+
+def _dense_journeys(persons: int, days: int, start: datetime, seed: int) -> Iterator[list[dict[str, Any]]]:
     rng = random.Random(seed)
     span = max(days, 1) * 86400
     for index in range(persons):
@@ -233,15 +255,14 @@ def _walk(journey: _Journey, rng: random.Random, index: int) -> None:
             journey._msg("track", event="Product Shared", properties={"product_id": "boot"})
 
 
-def _realistic_journeys(persons: int, days: int, start: datetime, seed: int) -> Iterator[list[dict[str, Any]]]:
+def _realistic_journeys(
+    persons: int, days: int, start: datetime, seed: int
+) -> Iterator[tuple[datetime, list[dict[str, Any]]]]:
     rng = random.Random(seed)
     end = start + timedelta(days=max(days, 1))
     devices, device_weights = list(DEVICE_WEIGHTS), list(DEVICE_WEIGHTS.values())
-    for index in range(persons):
-        day = start.replace(hour=0, minute=0, second=0) + timedelta(days=rng.randrange(max(days, 1) + 1))
-        first = day + timedelta(hours=rng.choices(range(24), HOUR_WEIGHTS)[0], seconds=rng.randrange(3600))
-        if not start <= first < end:
-            first = start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
+    for index, stamp in enumerate(_first_visits(rng, persons, start, end)):
+        first = datetime.fromtimestamp(stamp, UTC)
         journey = _Journey(rng, index, first, HOST)
         journey.device = rng.choices(devices, device_weights)[0]
         if rng.random() < 0.03:  # a crawler: a burst of pages, stored, flagged, excluded from every KPI
@@ -251,10 +272,26 @@ def _realistic_journeys(persons: int, days: int, start: datetime, seed: int) -> 
                 journey._msg("page", gap=rng.uniform(1, 5), name="Product", page=f"/p/{rng.choice(PRODUCTS)}")
             for msg in journey.messages:
                 msg["context"]["userAgent"] = BOT_UA
-            yield journey.messages
+            yield first, journey.messages
             continue
         _realistic_walk(journey, rng, index)
-        yield [m for m in journey.messages if _parse(m["timestamp"]) < end]
+        yield first, [m for m in journey.messages if _parse(m["timestamp"]) < end]
+
+
+def _first_visits(rng: random.Random, persons: int, start: datetime, end: datetime) -> list[float]:
+    """Each visitor's first visit (POSIX seconds) in time order, so that visitors arrive as they
+    would live: a day of the period, an hour of a European day, a second of that hour (drawn again
+    when outside [start, end))."""
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    low, high = start.timestamp(), end.timestamp()
+    days = int((high - midnight) // 86400) + 1
+    firsts = array("d")
+    while len(firsts) < persons:
+        hour = rng.choices(range(24), HOUR_WEIGHTS)[0]
+        stamp = midnight + rng.randrange(days) * 86400 + hour * 3600 + rng.randrange(3600)
+        if low <= stamp < high:
+            firsts.append(stamp)
+    return sorted(firsts)
 
 
 def _land(journey: _Journey, rng: random.Random, returning: bool) -> None:
@@ -381,31 +418,138 @@ async def load_demo(
 ) -> dict[str, Any]:
     """Create a demo site and load generated journeys through the write path: their messageIds
     claimed and the events appended (COPY) as ingestion does, reaching the inbox in the order they
-    were received, then derived by the same deriver as live traffic. Each event is
-    received a second after it happened (never after now); the site gets the Plan targets of
-    `demo_targets`."""
-    from app.domain.normalize import IncomingEvent, normalize
-    from app.domain.person import person_id_of
-    from app.pipeline import derive, ingest
-    from app.store import events, inbox, sites, targets
+    were received, derived by the same deriver as live traffic. Each event is received a second
+    after it happened (never after now); the site gets the Plan targets of `demo_targets`.
+
+    Two processes, as live traffic and a deriver would be: a second one generates the journeys and
+    stages their events (`_stage`); this one releases into the inbox, in order of receipt, what is
+    complete (everything received before the latest visitor staged first came) and derives it
+    meanwhile."""
+    from app.store import inbox, sites
     from app.store.database import create_pool
 
     now = now or datetime.now(UTC).replace(microsecond=0)
+    started = time.perf_counter()
     pool = await create_pool(url, 1, 2)
-    loaded = 0
-    tallies: dict[date, _MonthTally] = {}
     try:
         async with pool.acquire() as conn:
             site, keys = await sites.create_site(conn, "demo", "UTC", ["shop.example.com"])
-        journeys = generate_journeys(persons, days, now - timedelta(days=days), seed, profile)
-        # journeys come person by person; they reach the inbox in the order they were received
-        async with pool.acquire() as conn:
             await inbox.create_staging(conn)
-        while chunk := list(islice(journeys, CHUNK_PERSONS)):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited pool or loop
+        receiver, sender = context.Pipe(duplex=False)
+        job = _StageJob(url, site.site_id, site.domains, persons, days, seed, now, profile)
+        stager = context.Process(target=_stage_process, args=(job, sender), name="racetrack-demo-stage", daemon=True)
+        stager.start()
+        sender.close()
+        try:
+            loaded, seconds = await _release_and_derive(pool, receiver)
+        finally:
+            stager.join(5)
+            if stager.is_alive():
+                stager.terminate()
+    finally:
+        await pool.close()
+    seconds["total"] = time.perf_counter() - started
+    return {"site": site.site_id, "events": loaded, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "write_key": keys.write_key, "read_key": keys.read_key, "admin_key": keys.admin_key}  # fmt: skip
+
+
+async def _release_and_derive(pool: asyncpg.Pool, staged: Connection) -> tuple[int, dict[str, float]]:
+    """Release and derive until the stager is done and everything is derived; (events loaded, the
+    phases' seconds: the stager's generate and stage, this process's release and derive, and
+    `staged`, when the stager was done)."""
+    from app.pipeline import derive
+    from app.pipeline.partitions import rotate_partitions
+    from app.pipeline.rulesets import RulesetCache
+    from app.store import inbox
+
+    rulesets = RulesetCache()
+    seconds: dict[str, float] = defaultdict(float)
+    started = time.perf_counter()
+    since: datetime | None = None  # everything received before this is staged
+    released: datetime | None = None
+    done: tuple[int, dict[str, float]] | None = None
+    while True:
+        try:
+            while done is None and staged.poll():
+                kind, value = staged.recv()
+                if kind == "failed":
+                    raise RuntimeError(f"the demo's staging process failed:\n{value}")
+                if kind == "staged":
+                    since = value or since
+                else:
+                    done = value
+                    seconds["staged"] = time.perf_counter() - started
+        except EOFError:
+            raise RuntimeError("the demo's staging process ended before it was done") from None
+        clock = time.perf_counter()
+        if done is not None or (since is not None and since != released):
+            async with pool.acquire() as conn:
+                await rotate_partitions(conn)  # the inbox's partitions ahead of the ids (a live deriver's chore)
+                async with conn.transaction():
+                    await inbox.release_staging(conn, None if done else since)
+            released = since
+            seconds["release"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+        derived = await derive.drain(pool, rulesets, batch=DERIVE_BATCH)
+        seconds["derive"] += time.perf_counter() - clock
+        if done is not None:
+            async with pool.acquire() as conn:
+                await inbox.drop_staging(conn)
+                await rotate_partitions(conn)
+            loaded, staging = done
+            return loaded, {**staging, **seconds}
+        if not derived:
+            await asyncio.to_thread(staged.poll, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _StageJob:
+    url: str
+    site_id: int
+    domains: tuple[str, ...]
+    persons: int
+    days: int
+    seed: int
+    now: datetime
+    profile: Profile
+
+
+def _stage_process(job: _StageJob, progress: Connection) -> None:
+    """The demo's second process: `_stage`, its progress and its end sent to the first."""
+    try:
+        done = asyncio.run(_stage(job, progress))
+    except BaseException:
+        progress.send(("failed", traceback.format_exc()))
+        raise
+    progress.send(("done", done))
+
+
+async def _stage(job: _StageJob, progress: Connection) -> tuple[int, dict[str, float]]:
+    """Generate the journeys and stage their events (messageIds claimed, COPY) a chunk of visitors
+    per transaction, sending ("staged", since) after each; then the data-quality counters and the
+    Plan targets. (events staged, seconds generating and staging)."""
+    from app.domain.normalize import IncomingEvent, normalize
+    from app.domain.person import person_id_of
+    from app.pipeline import ingest
+    from app.store import events, inbox, targets
+    from app.store.database import create_pool
+
+    seconds = {"generate": 0.0, "stage": 0.0}
+    loaded = 0
+    tallies: dict[date, _MonthTally] = {}
+    received: dict[datetime, int] = defaultdict(int)  # accepted events by hour of receipt
+    journeys = timed_journeys(job.persons, job.days, job.now - timedelta(days=job.days), job.seed, job.profile)
+    pool = await create_pool(job.url, 1, 1)
+    try:
+        while True:
+            clock = time.perf_counter()
+            chunk = list(islice(journeys, CHUNK_PERSONS))
+            if not chunk:
+                break
             appended: list[IncomingEvent] = []
-            received: dict[datetime, int] = defaultdict(int)
-            for messages in chunk:
-                receipts = [_receipt_of(m, now, site.domains) for m in messages]
+            for _, messages in chunk:
+                receipts = [_receipt_of(m, job.now, job.domains) for m in messages]
                 for receipt in receipts:
                     received[receipt.received_at.replace(minute=0, second=0)] += 1
                 normalized = (normalize(m, r) for m, r in zip(messages, receipts, strict=True))
@@ -414,19 +558,19 @@ async def load_demo(
                     user = next((e.user_id for e in incoming if e.user_id), None)
                     _tally(tallies, person_id_of(user, incoming[0].anonymous_id, {}), messages)
                     appended += incoming
+            seconds["generate"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             async with pool.acquire() as conn, conn.transaction():
-                loaded += len(await ingest.append(conn, site.site_id, appended, inbox.STAGING))
-                for hour, accepted in sorted(received.items()):
-                    await events.count_ingest(conn, site.site_id, 0, hour, accepted, 0, 0)
+                loaded += len(await ingest.append(conn, job.site_id, appended, inbox.STAGING))
+            progress.send(("staged", chunk[-1][0]))
+            seconds["stage"] += time.perf_counter() - clock
         async with pool.acquire() as conn, conn.transaction():
-            await inbox.release_staging(conn)
-        await derive.drain(pool, batch=DERIVE_BATCH)
-        async with pool.acquire() as conn:
-            await targets.upsert_targets(conn, site.site_id, demo_targets(tallies, now, days))
+            for hour, accepted in sorted(received.items()):
+                await events.count_ingest(conn, job.site_id, 0, hour, accepted, 0, 0)
+            await targets.upsert_targets(conn, job.site_id, demo_targets(tallies, job.now, job.days))
     finally:
         await pool.close()
-    return {"site": site.site_id, "events": loaded, "write_key": keys.write_key, "read_key": keys.read_key,
-            "admin_key": keys.admin_key}  # fmt: skip
+    return loaded, seconds
 
 
 def _receipt_of(message: dict[str, Any], now: datetime, domains: tuple[str, ...]) -> Receipt:

@@ -96,16 +96,24 @@ async def create_staging(conn: asyncpg.Connection) -> None:
     """An unlogged table with the inbox's columns (no id: the ids are given on release)."""
     await conn.execute(f"DROP TABLE IF EXISTS {STAGING}")
     await conn.execute(f"CREATE UNLOGGED TABLE {STAGING} AS SELECT {', '.join(COLUMNS)} FROM inbox WITH NO DATA")
+    await conn.execute(f"CREATE INDEX ON {STAGING} (received_at)")
 
 
-async def release_staging(conn: asyncpg.Connection) -> None:
-    """The staged events into the inbox in the order they were received (their ids, so the order
-    derivation takes them in, follow receipt as for live traffic), then the staging table goes."""
+async def release_staging(conn: asyncpg.Connection, before: datetime | None = None) -> int:
+    """The staged events received before `before` (all: None) into the inbox, in the order they
+    were received: their ids, so the order derivation takes them in, follow receipt as for live
+    traffic. How many."""
     columns = ", ".join(COLUMNS)
-    await conn.execute(
-        f"INSERT INTO inbox ({columns}) SELECT {columns} FROM {STAGING} ORDER BY received_at, message_id"
-    )
-    await conn.execute(f"DROP TABLE {STAGING}")
+    taken = f"DELETE FROM {STAGING} RETURNING {columns}"
+    if before is not None:
+        taken = f"DELETE FROM {STAGING} WHERE received_at < $1 RETURNING {columns}"
+    sql = f"WITH m AS ({taken}) INSERT INTO inbox ({columns}) SELECT {columns} FROM m ORDER BY received_at, message_id"
+    status = await (conn.execute(sql) if before is None else conn.execute(sql, before))
+    return int(status.split()[-1])
+
+
+async def drop_staging(conn: asyncpg.Connection) -> None:
+    await conn.execute(f"DROP TABLE IF EXISTS {STAGING}")
 
 
 def _record(site_id: int, e: IncomingEvent) -> tuple[Any, ...]:
