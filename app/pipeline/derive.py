@@ -307,6 +307,7 @@ async def derive_batch(
     if moved:  # the anonymous events of a newly linked id become the user's, retroactively
         await event_store.relink_anonymous(conn, site_id, moved)
     await write(conn, work, [r["inbox_id"] for r in rows])
+    await inbox.advance_scan_from(conn, site_id)  # past the rows just taken: later lookups skip them
     await inbox.advance_watermark(conn, site_id, len(rows), max(r["inbox_id"] for r in rows))
     return len(rows)
 

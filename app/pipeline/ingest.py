@@ -29,6 +29,7 @@ from app.domain.normalize import IncomingEvent, Rejection
 from app.errors import DATABASE_DOWN, RacetrackError, Unauthorized, Unavailable
 from app.store import events as event_store
 from app.store import inbox, tables
+from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.writer")
 BACKLOG_CHECK_SECONDS = 1.0
@@ -44,7 +45,10 @@ async def append(
     conn: asyncpg.Connection, site_id: int, events: Sequence[IncomingEvent], table: str = tables.inbox.name
 ) -> list[IncomingEvent]:
     """Claim these events' messageIds and append the fresh ones to the inbox (or a staging table),
-    in the caller's transaction; the fresh ones (the others were stored before)."""
+    in the caller's transaction; the fresh ones (the others were stored before). Into the inbox, the
+    site row is locked first, as a flush does (app.store.inbox.advance_scan_from relies on it)."""
+    if table == tables.inbox.name and not await site_store.lock_site_against_purge(conn, site_id):
+        return []
     claimed = await event_store.claim_message_ids(conn, site_id, [e.message_id for e in events])
     fresh = [e for e in events if e.message_id in claimed]
     await inbox.append(conn, site_id, fresh, table)

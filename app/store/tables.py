@@ -329,6 +329,8 @@ pipeline_watermark = Table(
     Column("derived_events", BigInteger, nullable=False, server_default=ZERO),
     Column("derived_through", BigInteger, nullable=False, server_default=ZERO),
     _timestamp("derived_at", server_default=NOW),
+    # every inbox row of the site has an id at or above this (app.store.inbox.advance_scan_from)
+    Column("scan_from", BigInteger, nullable=False, server_default=ZERO),
     PrimaryKeyConstraint("site_id"),
 )  # fmt: skip
 

@@ -11,6 +11,7 @@ import httpx
 
 from app.pipeline.partitions import rotate_partitions
 from app.store import inbox
+from app.store.database import _init_connection, asyncpg_dsn
 from tests.conftest import create_site, drain
 
 
@@ -47,3 +48,51 @@ async def test_drained_partitions_are_dropped_and_new_ones_made_ahead(database_u
         await conn.close()
     assert dropped >= 1 and f"inbox_p{first}" not in names  # drained and behind every id: gone
     assert made >= 1 and {f"inbox_p{first + k}" for k in (1, 2, 3)} <= names
+
+
+def _incoming(message_id: str) -> Any:
+    from datetime import UTC, datetime
+
+    from app.domain.normalize import IncomingEvent, Receipt, normalize
+
+    event = normalize({"type": "page", "anonymousId": f"a-{message_id}", "messageId": message_id},
+                      Receipt(received_at=datetime.now(UTC)))  # fmt: skip
+    assert isinstance(event, IncomingEvent)
+    return event
+
+
+async def test_lookups_start_past_derived_rows_and_a_flush_under_way_is_never_skipped(
+    client: httpx.AsyncClient, database_url: str
+) -> None:
+    """scan_from moves past what derivation deleted, but never past a flush still under way (it
+    holds ids it has not committed): that row is derived once it commits."""
+    from datetime import UTC, datetime
+
+    site = await create_site(client)
+    pending = await asyncpg.connect(asyncpg_dsn(database_url))
+    other = await asyncpg.connect(asyncpg_dsn(database_url))
+    await _init_connection(pending)
+    await _init_connection(other)
+    scan_from = "SELECT scan_from FROM pipeline_watermark WHERE site_id = $1"
+    try:
+        assert await inbox.store_flush(other, site["id"], [_incoming("first")], [], 1, 1, datetime.now(UTC))
+        await drain()
+        settled = int(await other.fetchval("SELECT last_value FROM event_event_id_seq"))
+        assert await other.fetchval(scan_from, site["id"]) == settled + 1  # past every derived row
+
+        under_way = pending.transaction()
+        await under_way.start()  # a flush that has taken its id and not committed yet
+        # (another writer: its own counter shard, as every writer has)
+        assert await inbox.store_flush(pending, site["id"], [_incoming("late")], [], 1, 2, datetime.now(UTC))
+        late_id = int(await pending.fetchval("SELECT max(inbox_id) FROM inbox WHERE site_id = $1", site["id"]))
+        assert await inbox.store_flush(other, site["id"], [_incoming("later")], [], 1, 1, datetime.now(UTC))
+        await drain()  # derives "later"; must not move scan_from past "late"
+        assert await other.fetchval(scan_from, site["id"]) <= late_id
+        await under_way.commit()
+        await drain()
+        derived = await other.fetch("SELECT message_id FROM event WHERE site_id = $1", site["id"])
+        assert {r["message_id"] for r in derived} == {"first", "late", "later"}
+        assert await other.fetchval("SELECT count(*) FROM inbox WHERE site_id = $1", site["id"]) == 0
+    finally:
+        await pending.close()
+        await other.close()
