@@ -442,7 +442,7 @@ async def load_demo(
         stager.start()
         sender.close()
         try:
-            loaded, seconds = await _release_and_derive(pool, receiver)
+            loaded, seconds = await _release_and_derive(pool, receiver, site.site_id)
         finally:
             stager.join(5)
             if stager.is_alive():
@@ -454,53 +454,67 @@ async def load_demo(
             "write_key": keys.write_key, "read_key": keys.read_key, "admin_key": keys.admin_key}  # fmt: skip
 
 
-async def _release_and_derive(pool: asyncpg.Pool, staged: Connection) -> tuple[int, dict[str, float]]:
-    """Release and derive until the stager is done and everything is derived; (events loaded, the
-    phases' seconds: the stager's generate and stage, this process's release and derive, and
-    `staged`, when the stager was done)."""
+async def _release_and_derive(pool: asyncpg.Pool, staged: Connection, site_id: int) -> tuple[int, dict[str, float]]:
+    """Release and derive, a batch at a time, until the stager is done; then the rest. (events
+    loaded, the phases' seconds: the stager's generate and stage, this process's release and
+    derive, and `staged`, when the stager was done.)"""
     from app.pipeline import derive
-    from app.pipeline.partitions import rotate_partitions
     from app.pipeline.rulesets import RulesetCache
-    from app.store import inbox
 
     rulesets = RulesetCache()
     seconds: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
     since: datetime | None = None  # everything received before this is staged
     released: datetime | None = None
-    done: tuple[int, dict[str, float]] | None = None
-    while True:
-        try:
-            while done is None and staged.poll():
-                kind, value = staged.recv()
-                if kind == "failed":
-                    raise RuntimeError(f"the demo's staging process failed:\n{value}")
-                if kind == "staged":
-                    since = value or since
-                else:
-                    done = value
-                    seconds["staged"] = time.perf_counter() - started
-        except EOFError:
-            raise RuntimeError("the demo's staging process ended before it was done") from None
-        clock = time.perf_counter()
-        if done is not None or (since is not None and since != released):
-            async with pool.acquire() as conn:
-                await rotate_partitions(conn)  # the inbox's partitions ahead of the ids (a live deriver's chore)
-                async with conn.transaction():
-                    await inbox.release_staging(conn, None if done else since)
+    while (done := _news(staged)) is None or isinstance(done, datetime):
+        since = done or since
+        if since is not None and since != released:
+            seconds["release"] += await _release(pool, since)
             released = since
-            seconds["release"] += time.perf_counter() - clock
-            clock = time.perf_counter()
-        derived = await derive.drain(pool, rulesets, batch=DERIVE_BATCH)
+        clock = time.perf_counter()
+        derived = await derive.derive_site(pool, rulesets, site_id, DERIVE_BATCH)
         seconds["derive"] += time.perf_counter() - clock
-        if done is not None:
-            async with pool.acquire() as conn:
-                await inbox.drop_staging(conn)
-                await rotate_partitions(conn)
-            loaded, staging = done
-            return loaded, {**staging, **seconds}
         if not derived:
             await asyncio.to_thread(staged.poll, 1.0)
+    seconds["staged"] = time.perf_counter() - started
+    seconds["release"] += await _release(pool, None)
+    clock = time.perf_counter()
+    await derive.drain(pool, rulesets, batch=DERIVE_BATCH)
+    seconds["derive"] += time.perf_counter() - clock
+    loaded, staging = done
+    return loaded, {**staging, **seconds}
+
+
+def _news(staged: Connection) -> datetime | tuple[int, dict[str, float]] | None:
+    """What the stager sent since the last look: the latest `since`, or what it sent when done."""
+    news: datetime | tuple[int, dict[str, float]] | None = None
+    try:
+        while staged.poll():
+            kind, value = staged.recv()
+            if kind == "failed":
+                raise RuntimeError(f"the demo's staging process failed:\n{value}")
+            news = value if kind == "done" else value or news
+            if kind == "done":
+                return news
+    except EOFError:
+        raise RuntimeError("the demo's staging process ended before it was done") from None
+    return news
+
+
+async def _release(pool: asyncpg.Pool, before: datetime | None) -> float:
+    """The staged events received before `before` (all: None, and the staging table goes) into the
+    inbox, its partitions made ahead first (a live deriver's chore); how many seconds it took."""
+    from app.pipeline.partitions import rotate_partitions
+    from app.store import inbox
+
+    clock = time.perf_counter()
+    async with pool.acquire() as conn:
+        await rotate_partitions(conn)
+        async with conn.transaction():
+            await inbox.release_staging(conn, before)
+        if before is None:
+            await inbox.drop_staging(conn)
+    return time.perf_counter() - clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,8 +579,7 @@ async def _stage(job: _StageJob, progress: Connection) -> tuple[int, dict[str, f
             progress.send(("staged", chunk[-1][0]))
             seconds["stage"] += time.perf_counter() - clock
         async with pool.acquire() as conn, conn.transaction():
-            for hour, accepted in sorted(received.items()):
-                await events.count_ingest(conn, job.site_id, 0, hour, accepted, 0, 0)
+            await events.count_accepted(conn, job.site_id, 0, received)
             await targets.upsert_targets(conn, job.site_id, demo_targets(tallies, job.now, job.days))
     finally:
         await pool.close()

@@ -3,7 +3,7 @@ Functions take the connection first and never commit: the caller owns the transa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -146,3 +146,14 @@ async def count_ingest(
         rejected,
         shard,
     )
+
+
+async def count_accepted(conn: asyncpg.Connection, site_id: int, shard: int, by_hour: Mapping[datetime, int]) -> None:
+    """`count_ingest` of accepted events for many hours at once (a bulk load's counters)."""
+    await conn.execute(
+        """INSERT INTO ingest_counter AS c (site_id, hour, shard, accepted, duplicates, rejected)
+           SELECT $1, date_trunc('hour', h.at), $2, sum(h.accepted), 0, 0
+           FROM unnest($3::timestamptz[], $4::int8[]) AS h(at, accepted) GROUP BY 2
+           ON CONFLICT (site_id, hour, shard) DO UPDATE SET accepted = c.accepted + EXCLUDED.accepted""",
+        site_id, shard, list(by_hour), list(by_hour.values()),
+    )  # fmt: skip
