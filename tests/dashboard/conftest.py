@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -176,7 +177,8 @@ def today_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def last_days(days: int) -> tuple[str, str]:
-    """A custom period of whole UTC days ending today: (first, last) for the page; the API's `to` is last + 1."""
-    today = today_utc().date()
+def last_days(days: int, tz: str = "UTC") -> tuple[str, str]:
+    """A period of whole days ending today in that zone (the page's "last N days" there): (first,
+    last) for the page; the API's `to` is last + 1."""
+    today = today_utc().astimezone(ZoneInfo(tz)).date()
     return (today - timedelta(days=days - 1)).isoformat(), today.isoformat()

@@ -140,6 +140,7 @@ async def test_period_zone_and_breakdown_update_every_panel(
     await page.wait_for_selector("html[data-ready]")
     after_zone = await views()
     assert all(after_zone[p] != after_period[p] and "tz=Asia%2FKolkata" in after_zone[p] for p in PANELS)
+    seven = last_days(7, "Asia/Kolkata")  # the zone's own last 7 days (past 18:30 UTC its today is tomorrow)
     await _assert_kpis_match(page, api, *seven, "Asia/Kolkata")
 
     async with page.expect_navigation():
