@@ -6,7 +6,9 @@ A process takes a limit's budget in leases of 1 % of it (LEASE_FRACTION), each s
 its window (LEASE_WINDOWS): one storage round trip (a Redis one, when shared) per lease instead of per
 request. Nothing is admitted that was not counted; the price is that a lease a process leaves unspent
 still counts, so a key spread thinly over many processes may be refused a few percent short of its
-limit. Limits of fewer than 100 per window are counted request by request, exactly.
+limit. Limits of fewer than 100 per window are counted request by request, exactly, in a moving
+window (the sliding window counter's weighting of the previous window rounds down, which admits one
+request more than a small limit across a window's edge).
 
 A refused request is answered late (rate_limit_hold_seconds, 1 s): a client that retries at once, as
 an attacker's loop does, then costs one refusal per connection per second instead of as many as the
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from limits.storage import storage_from_string
 from starlette.requests import HTTPConnection
@@ -87,7 +89,8 @@ class RateLimits:
         else:
             storage = storage_from_string("async+memory://")
         self.storage = storage
-        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self._counter = SlidingWindowCounterRateLimiter(storage)
+        self._exact = MovingWindowRateLimiter(storage)
         self.ingest_key = parse_many(settings.rate_limit_ingest_key)
         self.ingest_address = parse_many(settings.rate_limit_ingest_address)
         self.read_key = parse_many(settings.rate_limit_read_key)
@@ -107,6 +110,9 @@ class RateLimits:
         finally:
             self.held -= 1
 
+    def _limiter(self, item: RateLimitItem) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
+        return self._exact if item.amount < LEASE_FRACTION else self._counter
+
     async def hit(self, kind: str, items: Sequence[RateLimitItem], identity: str) -> None:
         """Count one request; over any of the limits: 429 with Retry-After."""
         now = time.monotonic()
@@ -117,9 +123,9 @@ class RateLimits:
                 continue
             size = item.amount // LEASE_FRACTION or 1
             try:
-                allowed = await self._limiter.hit(item, kind, identity, cost=size)
+                allowed = await self._limiter(item).hit(item, kind, identity, cost=size)
                 if not allowed and size > 1:  # near the limit: what is left, one request at a time
-                    size, allowed = 1, await self._limiter.hit(item, kind, identity)
+                    size, allowed = 1, await self._limiter(item).hit(item, kind, identity)
             except StorageError as exc:  # Redis away: serve unlimited rather than refuse everyone
                 log.warning("rate limit storage unavailable: %s", exc.storage_error)
                 return
@@ -138,7 +144,7 @@ class RateLimits:
         """Refuse (429) if a limit is already used up, without counting this request."""
         for item in items:
             try:
-                allowed = await self._limiter.test(item, kind, identity)
+                allowed = await self._limiter(item).test(item, kind, identity)
             except StorageError as exc:
                 log.warning("rate limit storage unavailable: %s", exc.storage_error)
                 return
@@ -148,7 +154,7 @@ class RateLimits:
     async def _refusal(self, kind: str, item: RateLimitItem, identity: str) -> TooManyRequests:
         metrics.RATE_LIMITED.labels(kind).inc()
         try:
-            stats = await self._limiter.get_window_stats(item, kind, identity)
+            stats = await self._limiter(item).get_window_stats(item, kind, identity)
             wait = math.ceil(stats.reset_time - time.time())
         except StorageError:
             wait = item.get_expiry()

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import types
 import uuid
 from typing import Any
 
 import httpx
+import limits.aio.storage.memory
 import pytest
 from prometheus_client import REGISTRY
 
+from app.api.ratelimit import RateLimits
 from app.config import Settings
+from app.errors import TooManyRequests
 from tests.conftest import create_site
 from tests.security.helpers import app_client, assert_error, bearer
 
@@ -47,6 +51,20 @@ async def test_ingestion_is_limited_per_client_address(settings: Settings) -> No
         pixel = await client.get("/v1/pixel.gif", params={"data": "e30", "writeKey": sites[3]["write_key"]})
         assert (pixel.status_code, pixel.headers["x-racetrack-error"]) == (429, "rate_limited")
         assert int(pixel.headers["retry-after"]) >= 1
+
+
+async def test_a_small_limit_is_exact_across_a_window_edge(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request just before a minute's edge and two after fill a 3/minute limit: the fourth is
+    refused (a sliding window counter would weigh the first at 0.99 and round it away)."""
+    clock = [1_800_000_059.5]  # half a second before a minute's edge
+    monkeypatch.setattr(limits.aio.storage.memory, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    rate_limits = RateLimits(settings.model_copy(update={"rate_limit_ingest_key": "3/minute", "redis_url": None}))
+    await rate_limits.hit("ingest_key", rate_limits.ingest_key, "k")
+    clock[0] += 1.0
+    for _ in range(2):
+        await rate_limits.hit("ingest_key", rate_limits.ingest_key, "k")
+    with pytest.raises(TooManyRequests):
+        await rate_limits.hit("ingest_key", rate_limits.ingest_key, "k")
 
 
 async def test_reads_are_limited_per_key(settings: Settings) -> None:
