@@ -49,6 +49,7 @@ from app.errors import TooManyRequests
 log = logging.getLogger("racetrack.security")
 
 
+@functools.lru_cache(maxsize=65536)  # logged once a request
 def truncated_address(host: str | None) -> str:
     """For logs: the client's network, never its address (IPv4 /24, IPv6 /48)."""
     try:
