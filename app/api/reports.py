@@ -21,6 +21,7 @@ from app.api.params import (
     GranularityParam,
     To,
     Tz,
+    answer_head,
     csv_answer,
     max_period_days,
     period_of,
@@ -66,8 +67,7 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> str | None:
     return moment.astimezone(zone).isoformat() if moment else None
 
 
-def _head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
-    return {"site": site.site_id, "from": period[0].isoformat(), "to": period[1].isoformat(), "tz": zone.key, **extra}
+_head = answer_head  # as /v1/quality and /v1/cohorts call it (their bodies are changed on another branch)
 
 
 GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot events of [from, to):
@@ -111,7 +111,7 @@ async def goals(
         flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
         answer = csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
         return with_source(conditional(request, answer), answered)
-    head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
+    head = answer_head(site, period, zone, granularity=granularity.value, buckets=rows)
     return with_source(conditional(request, JSONAnswer(head)), answered)
 
 
@@ -343,5 +343,5 @@ async def report(
         columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "direction"]
         columns += ["attainment", "status"]
         return conditional(request, csv_answer(flat, columns, "report.csv"))
-    head = _head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
+    head = answer_head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
     return conditional(request, JSONAnswer({**head, "stages": stages}))
