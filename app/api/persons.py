@@ -258,8 +258,10 @@ async def erase(
     return {"site": site.site_id, "person_id": person.person_id, "erased": erased.counts()}
 
 
+EXPORTED_NAMES = {"event_name": "event", "session_hint": "session_id"}  # stored column -> ExportedEvent field
+
+
 def _event(row: dict[str, Any], with_facts: bool) -> dict[str, Any]:
-    out = {k: row[k] for k in erasure_store.EVENT_COLUMNS if k not in ("event_name", "session_hint")}
-    out |= {"event": row["event_name"], "session_id": row["session_hint"]}
+    out = {EXPORTED_NAMES.get(k, k): row[k] for k in erasure_store.EVENT_COLUMNS}
     out["facts"] = {k: row[k] for k in erasure_store.EVENT_FACTS} if with_facts else None
     return out
