@@ -32,6 +32,7 @@ from app.api.params import (
 from app.api.schemas import CohortsAnswer, GoalsAnswer, PersonAnswer, QualityAnswer, ReportAnswer, answers
 from app.config import Settings
 from app.domain.kpis import Bucket, Granularity, buckets, kpis_of, money
+from app.domain.person import person_ids
 from app.domain.reports import (
     anonymous_part,
     cohort_table,
@@ -182,7 +183,7 @@ async def person(
         "leads": summary["leads"],
         "sessions": summary["sessions"],
         "identities": {
-            "user_id": found.removeprefix("u:") if found.startswith("u:") else None,
+            "user_id": person_ids(found)[0],
             "anonymous_ids": list(summary["anonymous_ids"]),
         },
         "events_total": summary["events"],
