@@ -192,19 +192,31 @@ for _kind in SINGLE_TYPES:
     responses=GIF_ANSWERS,
 )
 async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: PixelData = "") -> Response:
+    async def ingest() -> str | None:
+        try:
+            raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            message = parse_json(raw)
+            if not isinstance(message, dict):
+                raise BadRequest("data must encode one JSON object", "invalid_message")
+            message.setdefault("type", "track")
+            answer = await ingest_messages(request, writer, settings, message, [message])
+        except (binascii.Error, ValueError):
+            return "malformed_data"
+        return answer["rejected"][0]["code"] if answer["rejected"] else None
+
+    return await gif_answer(ingest)
+
+
+async def gif_answer(ingest: Callable[[], Awaitable[str | None]]) -> Response:
+    """A pixel's answer, the 1x1 GIF whatever happened (a JSON answer would fire the image's onerror):
+    ingest() gives the code a message was rejected with (400), or None (200); a refusal answers with
+    its status, X-Racetrack-Error names the code."""
     headers = dict(NO_CACHE)
+    status = 200
     try:
-        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-        message = parse_json(raw)
-        if not isinstance(message, dict):
-            raise BadRequest("data must encode one JSON object", "invalid_message")
-        message.setdefault("type", "track")
-        answer = await ingest_messages(request, writer, settings, message, [message])
-        status = 400 if answer["rejected"] else 200
-        if answer["rejected"]:
-            headers["X-Racetrack-Error"] = answer["rejected"][0]["code"]
-    except (binascii.Error, ValueError):
-        status, headers["X-Racetrack-Error"] = 400, "malformed_data"
+        code = await ingest()
+        if code is not None:
+            status, headers["X-Racetrack-Error"] = 400, code
     except RacetrackError as exc:
         await exc.hold()
         status, headers["X-Racetrack-Error"] = exc.status, exc.code
