@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
+from app.api.ingest import rejection_fields
 from app.api.schemas import FailedEvent, FailedEvents, Replayed, answers
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.store import failed as failed_store
@@ -97,5 +98,5 @@ async def replay(
         "replayed": len(accepted),
         "accepted": written.accepted,
         "duplicates": written.duplicates,
-        "still_failing": [{"id": i, "code": r.code, "message": r.message, "field": r.field} for i, r in still],
+        "still_failing": [{"id": i, **rejection_fields(r)} for i, r in still],
     }

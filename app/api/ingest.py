@@ -83,6 +83,11 @@ def _without_ip(raw: Any) -> Any:
     return raw
 
 
+def rejection_fields(r: Rejection) -> dict[str, Any]:
+    """Why a message was rejected, as every answer shows it (ingestion, replays, rule tests)."""
+    return {"code": r.code, "message": r.message, "field": r.field}
+
+
 async def ingest_messages(
     request: Request, writer: WriterDep, settings: Settings, body: Any, messages: list[Any]
 ) -> dict[str, Any]:
@@ -95,10 +100,7 @@ async def ingest_messages(
         "success": True,
         "accepted": written.accepted,
         "duplicates": written.duplicates,
-        "rejected": [
-            {"index": i, "messageId": r.message_id, "code": r.code, "message": r.message, "field": r.field}
-            for i, r, _ in rejected
-        ],
+        "rejected": [{"index": i, "messageId": r.message_id, **rejection_fields(r)} for i, r, _ in rejected],
     }
 
 
