@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from app.api.body import read_body
+from app.api.body import read_json
 from app.api.cors import internal_error, public_headers
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.edge import BodyTimeout, body_timeout_response, refusal, refusal_response, timed_receive
@@ -132,7 +132,7 @@ async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> J
 
 
 async def batch_answer(request: Request, writer: Writer, settings: Settings) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     messages = batch_messages(body.get("batch") if isinstance(body, Mapping) else None)
     return JSONAnswer(await ingest_messages(request, writer, settings, body, messages))
 
@@ -152,7 +152,7 @@ async def single_answer(
     kind: str, request: Request, writer: Writer, settings: Settings, drop_write_key: bool = False
 ) -> JSONAnswer:
     """One message of this type; its rejection is the request's 400."""
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     if not isinstance(body, dict):
         raise BadRequest(
             "body must be a JSON object (one message)",

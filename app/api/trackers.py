@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.body import read_body
+from app.api.body import read_body, read_json
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.ingest import MALFORMED, add_single_route, batch_messages, gif_answer, ingest_messages
 from app.api.ingest_schemas import (
@@ -97,7 +97,7 @@ SHORT_BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no array of m
     openapi_extra=SHORT_BATCH_BODY,
 )
 async def short_batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     messages = batch_messages(
         body if isinstance(body, list) else body.get("batch") if isinstance(body, Mapping) else None
     )
@@ -162,7 +162,7 @@ for _path in POSTHOG_PATHS:
     openapi_extra=SNOWPLOW_BODY,
 )
 async def snowplow_post(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     return JSONAnswer(await ingest_keyed(request, writer, settings, tp2_messages(body), {}))
 
 
