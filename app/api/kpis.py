@@ -178,7 +178,7 @@ Kind = Annotated[
         examples=["nested"],
     ),
 ]
-Window = Annotated[
+FunnelWindow = Annotated[
     str | None,
     Query(
         description=f"With steps: how long after the entry later steps count: a number and s, m, h, d or w "
@@ -212,7 +212,7 @@ async def funnel(
     end: To,
     tz: Tz = None,
     steps: Steps = None,
-    window: Window = None,
+    window: FunnelWindow = None,
     medians: Medians = False,
     kind: Kind = FunnelKind.NESTED,
     format: Format = None,

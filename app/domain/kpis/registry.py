@@ -66,7 +66,7 @@ _COLUMN = re.compile(r"[a-z_]+")
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
+class ColumnCondition:
     """`column op value` over one stored event's (or session's) columns; null meets nothing but
     `is` false, as in SQL."""
 
@@ -93,31 +93,31 @@ class Condition:
         return f"({read} is not None and {read} {self.op} {self.value!r})"
 
 
-Where = tuple[Condition, ...]  # all of them hold (none: every event)
+Where = tuple[ColumnCondition, ...]  # all of them hold (none: every event)
 
 
-def flag(column: str) -> Condition:
-    return Condition(column, "is")
+def flag(column: str) -> ColumnCondition:
+    return ColumnCondition(column, "is")
 
 
-def equals(column: str, value: str) -> Condition:
-    return Condition(column, "=", value)
+def equals(column: str, value: str) -> ColumnCondition:
+    return ColumnCondition(column, "=", value)
 
 
-def one_of(column: str, *values: str) -> Condition:
-    return Condition(column, "in", values)
+def one_of(column: str, *values: str) -> ColumnCondition:
+    return ColumnCondition(column, "in", values)
 
 
-def at_least(column: str, value: float) -> Condition:
-    return Condition(column, ">=", value)
+def at_least(column: str, value: float) -> ColumnCondition:
+    return ColumnCondition(column, ">=", value)
 
 
-def at_most(column: str, value: float) -> Condition:
-    return Condition(column, "<=", value)
+def at_most(column: str, value: float) -> ColumnCondition:
+    return ColumnCondition(column, "<=", value)
 
 
-def present(column: str) -> Condition:
-    return Condition(column, "present")
+def present(column: str) -> ColumnCondition:
+    return ColumnCondition(column, "present")
 
 
 def python_test(where: Where, by_attribute: bool = False) -> str:
