@@ -8,6 +8,7 @@ from datetime import datetime
 
 import asyncpg
 
+from app.store import inbox
 from app.store.sites import Site
 
 
@@ -43,10 +44,5 @@ class Freshness:
 
 
 async def freshness(conn: asyncpg.Connection, site_id: int) -> Freshness:
-    row = await conn.fetchrow(
-        """SELECT (SELECT max(received_at) FROM event WHERE site_id = $1) AS last_received,
-                  (SELECT received_at FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT 1) AS oldest_pending""",
-        site_id,
-    )
-    assert row is not None
-    return Freshness(row["last_received"], row["oldest_pending"])
+    last: datetime | None = await conn.fetchval("SELECT max(received_at) FROM event WHERE site_id = $1", site_id)
+    return Freshness(last, await inbox.oldest_received(conn, site_id))  # read from scan_from, as reads wait
