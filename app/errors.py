@@ -119,6 +119,9 @@ class ErrorBody(BaseModel):
     )
 
 
+INTERNAL_ERROR = "internal error; it has been logged"  # the message of every 500
+
+
 def error_response(
     status: int, code: str, message: str, details: list[Any] | None = None, headers: dict[str, str] | None = None
 ) -> JSONAnswer:
@@ -195,4 +198,4 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONAnswer:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error; it has been logged")
+        return error_response(500, "internal_error", INTERNAL_ERROR)
