@@ -108,6 +108,19 @@ def local_day(moment: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
+def months_on_quarters(start: datetime, end: datetime, zone: ZoneInfo) -> bool:
+    """Whether every local month start in (start, end) is on a quarter boundary (then a 15-minute
+    slot lies in one local month, as its events do)."""
+    month = start.astimezone(zone).date().replace(day=1)
+    while True:
+        month = (month + timedelta(days=32)).replace(day=1)
+        at = datetime.combine(month, time(), tzinfo=zone)
+        if at >= end:
+            return True
+        if not on_quarter(at):
+            return False
+
+
 Unit = tuple[str, datetime]  # (level, slot start in UTC)
 
 

@@ -45,6 +45,8 @@ TENANT_TABLES = (
     "person_state",
     "rollup",
     "rollup_layout",
+    "quality_counter",
+    "customer_orders",
     "person_number",
     "inbox",
     "duplicate_order",
