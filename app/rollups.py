@@ -114,7 +114,7 @@ async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start:
                 await lock_derivation(conn, site_id)
                 await rollup_store.plan_by_index(conn)
                 await rebuild(conn, site_id, quarters[at : at + SLOTS_PER_REBUILD], zone)
-        await rebuild_counters(conn, site_id, COUNTER_FAMILIES, (start, end))
+        await rebuild_counters(conn, site_id, zone, COUNTER_FAMILIES, (start, end))
     return len(quarters)
 
 
@@ -124,12 +124,14 @@ _COUNTER_REBUILDS = {"quality": (counter_store.quality_span, counter_store.rebui
 
 
 async def rebuild_counters(
-    conn: asyncpg.Connection, site_id: int, families: Sequence[str], within: tuple[datetime, datetime] = _ALL_TIME
-) -> None:
+    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, families: Sequence[str],
+    within: tuple[datetime, datetime] = _ALL_TIME,
+) -> None:  # fmt: skip
     """Recompute these report counters' slots from the events: every slot of `within` (quarter
     boundaries) where the site has data (quality by receipt time, cohorts by order time), a day per
     transaction under the site's derivation lock. Derivations in between add to the slots as they
-    do any time: a slot is exact once rebuilt, and every later derivation keeps it so."""
+    do any time: a slot is exact once rebuilt, and every later derivation keeps it so. Then the
+    cohort months, from the customer rows, in one transaction."""
     for family in families:
         span, rebuild_slots = _COUNTER_REBUILDS[family]
         first, last = await span(conn, site_id)
@@ -143,6 +145,10 @@ async def rebuild_counters(
                 await lock_derivation(conn, site_id)
                 await rebuild_slots(conn, site_id, at, upto)
             at = upto
+    if "cohort" in families:  # from the customer rows, now exact; kept by derivations from then on
+        async with conn.transaction():
+            await lock_derivation(conn, site_id)
+            await counter_store.rebuild_cohort_months(conn, site_id, zone.key)
 
 
 async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int:
@@ -175,7 +181,7 @@ async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int
                 await rollup_store.plan_by_index(conn)
                 picked = {u: children[u] for u in units[at : at + PARENTS_PER_REBUILD]}
                 await _merge_parents(conn, site_id, picked, dims)
-    await rebuild_counters(conn, site_id, [f for f in families if f in COUNTER_FAMILIES])
+    await rebuild_counters(conn, site_id, zone, [f for f in families if f in COUNTER_FAMILIES])
     if REGISTRY.layouts() != wanted:  # the registry changed meanwhile (tests extend it): not complete
         return len(quarters)
     async with conn.transaction():
@@ -318,13 +324,17 @@ async def quality_counts(
 
 
 async def cohort_activity(
-    conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime, zone: ZoneInfo
+    conn: asyncpg.Connection, site_id: int, site_zone: ZoneInfo, start: datetime, end: datetime, zone: ZoneInfo
 ) -> list[CohortActivity] | None:
-    """/v1/cohorts' activity from the deriver's customer slots; None when the period's edges or a
-    local month start within it are not on quarter hours, or the slots are being rebuilt."""
+    """/v1/cohorts' activity from the deriver's counters: whole months of the site's zone from its
+    cohort months, any other period from the customer slots; None when the period's edges or a
+    local month start within it are not on quarter hours, or the counters are being rebuilt."""
     if not (domain.on_quarter(start) and domain.on_quarter(end) and domain.months_on_quarters(start, end, zone)):
         return None
+    months = [domain.month_starting(moment, zone) for moment in (start, end)] if zone.key == site_zone.key else []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         if not _current(await rollup_store.rollup_layouts(conn, site_id), "cohort"):
             return None
+        if months and months[0] and months[1]:
+            return await report_queries.cohort_months(conn, site_id, months[0], months[1])
         return await report_queries.cohort_activity(conn, site_id, start, end, zone.key, counted=True)

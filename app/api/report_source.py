@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from app import rollups
-from app.api.kpi_source import use_rollups
+from app.api.kpi_source import site_zone, use_rollups
 from app.api.params import Window
 from app.config import Settings
 from app.domain.reports import CohortActivity
@@ -36,7 +36,7 @@ async def cohort_activity(
 ) -> tuple[list[CohortActivity], str]:  # fmt: skip
     """report_queries.cohort_activity's answer, and where it came from."""
     if use_rollups(settings, source):
-        found = await rollups.cohort_activity(conn, site.site_id, *period, zone)
+        found = await rollups.cohort_activity(conn, site.site_id, site_zone(site), *period, zone)
         if found is not None:
             return found, "rollups"
     return await report_queries.cohort_activity(conn, site.site_id, *period, zone.key), "events"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
@@ -119,6 +119,12 @@ def months_on_quarters(start: datetime, end: datetime, zone: ZoneInfo) -> bool:
             return True
         if not on_quarter(at):
             return False
+
+
+def month_starting(moment: datetime, zone: ZoneInfo) -> date | None:
+    """The local month (its first day) that starts at this moment, if one does."""
+    day = moment.astimezone(zone).date()
+    return day if day.day == 1 and datetime.combine(day, time(), tzinfo=zone) == moment else None
 
 
 Unit = tuple[str, datetime]  # (level, slot start in UTC)

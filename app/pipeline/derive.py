@@ -96,6 +96,7 @@ class _Work:
     site_id: int
     delta: RollupDelta
     currency: str | None  # the site's: orders in another one count without their value
+    zone: str  # the site's
     arriving: set[int] = field(default_factory=set)  # event ids that come from the inbox
     new_facts: list[tuple[Any, ...]] = field(default_factory=list)  # (inbox_id, person_id, *facts)
     changed: list[EventFacts] = field(default_factory=list)
@@ -104,6 +105,7 @@ class _Work:
     states: dict[str, PersonState | None] = field(default_factory=dict)
     reordered: list[int] = field(default_factory=list)  # changed events that are or were orders: recounted
     customers: set[str] = field(default_factory=set)  # persons derived again with orders, before or after
+    buyers: set[str] = field(default_factory=set)  # persons extended with orders
 
     def add_fact(self, person_id: str, f: EventFacts, stored: Any = None) -> None:
         if f.event_id in self.arriving:
@@ -123,7 +125,7 @@ async def derive_persons(
     all their stored events). `moved`: anonymousIds whose anonymous events now belong to another
     person; `demoted`: stored events that are no longer events (an earlier copy of their order)."""
     moved = moved or {}
-    work = _Work(site_id, RollupDelta(zone), currency, {e.event_id for _, e in arriving})
+    work = _Work(site_id, RollupDelta(zone), currency, zone.key, {e.event_id for _, e in arriving})
     by_person: dict[str, list[Event]] = {}
     for person_id, event in arriving:
         by_person.setdefault(person_id, []).append(event)
@@ -175,6 +177,8 @@ def _extend(
         event = events_of[f.event_id]
         if not event.is_bot and f.session_key is not None:
             counted.append((_fact(f, event), groups[f.session_key]))
+        if f.is_order and not event.is_bot:
+            work.buyers.add(person_id)
     work.delta.add_events(number, counted)
 
 
@@ -230,6 +234,8 @@ async def _derive_again(
 async def write(conn: asyncpg.Connection, work: _Work, taken: Sequence[int]) -> None:
     """The derivation's writes: the taken inbox rows moved into `event` (with facts), changed
     facts, sessions, states, rollup parts, report counters (app.store.report_counters)."""
+    customers = sorted(work.customers | work.buyers)  # whose customer rows change
+    await report_counters.count_cohorts(conn, work.site_id, work.zone, customers, "-")
     await inbox.move_to_events(conn, work.site_id, taken, work.new_facts)
     await report_counters.recount_stored(conn, work.site_id, work.reordered, "-")
     await person_store.write_person_changes(
@@ -238,6 +244,7 @@ async def write(conn: asyncpg.Connection, work: _Work, taken: Sequence[int]) -> 
     )  # fmt: skip
     await report_counters.recount_stored(conn, work.site_id, work.reordered, "")
     await report_counters.recount_customers(conn, work.site_id, sorted(work.customers))
+    await report_counters.count_cohorts(conn, work.site_id, work.zone, customers, "")
     await rollup.append(conn, work.site_id, work.delta.changes())
 
 

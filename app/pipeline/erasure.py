@@ -128,7 +128,7 @@ async def erase_locked(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, p
     event_ids = [r["event_id"] for r in rows]
     order_ids = sorted({str(r["properties"]["order_id"]) for r in rows
                         if r["is_order"] and r["properties"].get("order_id") not in (None, "")})  # fmt: skip
-    await report_counters.forget_person(conn, site_id, person.person_id)
+    await report_counters.forget_person(conn, site_id, zone.key, person.person_id)
     gone = await store.delete_person_rows(conn, site_id, person.person_id, anonymous)
     held = await store.delete_order_keys(conn, site_id, event_ids, order_ids)
     erased = Erased(

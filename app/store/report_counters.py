@@ -63,6 +63,40 @@ def customers_add(source: str) -> str:
     cents = c.cents + EXCLUDED.cents"""
 
 
+def _cohorts_add(rows: str, sign: str, zone: str = "$3") -> str:
+    """An upsert adding (sign '') or subtracting ('-') what the customer_orders rows of `rows`
+    (whole customers' rows) make of their customers in `cohort_month`, months in the zone `zone`
+    (a parameter)."""
+    return f"""WITH r AS {rows},
+  firsts AS (SELECT person_id, date_trunc('month', min(slot) FILTER (WHERE first_orders > 0) AT TIME ZONE {zone})::date
+               AS cohort
+             FROM r GROUP BY 1),
+  monthly AS (SELECT f.cohort, r.person_id, date_trunc('month', r.slot AT TIME ZONE {zone})::date AS month,
+                     bool_or(r.repeat_orders > 0) AS repeated, sum(r.orders) AS orders, sum(r.cents) AS cents
+              FROM r JOIN firsts f ON f.person_id = r.person_id WHERE f.cohort IS NOT NULL GROUP BY 1, 2, 3)
+  INSERT INTO cohort_month AS c (site_id, cohort, month, active, repeat_customers, orders, cents)
+  SELECT $1, cohort, month, {sign}count(*), {sign}count(*) FILTER (WHERE repeated), {sign}sum(orders), {sign}sum(cents)
+  FROM monthly GROUP BY 2, 3
+  ON CONFLICT (site_id, cohort, month) DO UPDATE SET active = c.active + EXCLUDED.active,
+    repeat_customers = c.repeat_customers + EXCLUDED.repeat_customers, orders = c.orders + EXCLUDED.orders,
+    cents = c.cents + EXCLUDED.cents"""
+
+
+_CUSTOMER_ROW = "person_id, slot, orders, first_orders, repeat_orders, cents"
+_CUSTOMERS_OF = f"""(SELECT o.* FROM unnest($2::text[]) AS p(person_id) CROSS JOIN LATERAL
+     (SELECT {_CUSTOMER_ROW} FROM customer_orders WHERE site_id = $1 AND person_id = p.person_id OFFSET 0) o)"""
+_COHORTS_OUT, _COHORTS_IN = _cohorts_add(_CUSTOMERS_OF, "-"), _cohorts_add(_CUSTOMERS_OF, "")
+
+
+async def count_cohorts(
+    conn: asyncpg.Connection, site_id: int, zone: str, person_ids: Sequence[str], sign: str
+) -> None:
+    """Take these customers out of `cohort_month` ('-': before their customer rows change) or put
+    them in ('': after), months in the site's zone."""
+    if person_ids:
+        await conn.execute(_COHORTS_OUT if sign else _COHORTS_IN, site_id, sorted(set(person_ids)), zone)
+
+
 def _stored(columns: str) -> str:
     """These columns of the stored events whose ids are $2, one primary-key probe each."""
     return f"""(SELECT e.* FROM unnest($2::int8[]) AS k(event_id) CROSS JOIN LATERAL
@@ -94,11 +128,12 @@ async def recount_customers(conn: asyncpg.Connection, site_id: int, person_ids: 
     await conn.execute(customers_add(orders), site_id, persons)
 
 
-async def forget_person(conn: asyncpg.Connection, site_id: int, person_id: str) -> None:
-    """Before an erasure deletes the person's events: their quality counts out, their customer rows
-    gone."""
+async def forget_person(conn: asyncpg.Connection, site_id: int, zone: str, person_id: str) -> None:
+    """Before an erasure deletes the person's events: their quality counts and cohort months out,
+    their customer rows gone."""
     events = f"(SELECT {QUALITY_COLUMNS} FROM event WHERE site_id = $1 AND person_id = $2)"
     await conn.execute(quality_add(events, "-"), site_id, person_id)
+    await count_cohorts(conn, site_id, zone, [person_id], "-")
     await conn.execute("DELETE FROM customer_orders WHERE site_id = $1 AND person_id = $2", site_id, person_id)
 
 
@@ -123,6 +158,13 @@ async def rebuild_customers(conn: asyncpg.Connection, site_id: int, start: datet
     orders = f"""(SELECT {CUSTOMER_COLUMNS} FROM event WHERE site_id = $1 AND is_order AND NOT is_bot
                  AND event_at >= $2::timestamptz AND event_at < $3::timestamptz)"""
     await conn.execute(customers_add(orders), site_id, start, end)
+
+
+async def rebuild_cohort_months(conn: asyncpg.Connection, site_id: int, zone: str) -> None:
+    """`cohort_month` recomputed from every customer row of the site (once those are exact)."""
+    await conn.execute("DELETE FROM cohort_month WHERE site_id = $1", site_id)
+    rows = f"(SELECT {_CUSTOMER_ROW} FROM customer_orders WHERE site_id = $1)"
+    await conn.execute(_cohorts_add(rows, "", "$2"), site_id, zone)
 
 
 async def quality_span(conn: asyncpg.Connection, site_id: int) -> tuple[datetime | None, datetime | None]:

@@ -6,7 +6,7 @@ Bucket expressions come from kpi_queries.Query; goal names, periods and windows 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -258,6 +258,23 @@ _COHORTS_FROM_COUNTERS = """WITH cohort AS (
            FROM monthly GROUP BY 1, 2"""
 
 
+async def cohort_months(conn: asyncpg.Connection, site_id: int, first: date, end: date) -> list[CohortActivity]:
+    """cohort_activity of the site-local months [first, end) from the deriver's cohort months."""
+    rows = await conn.fetch(
+        """SELECT cohort, month, active, repeat_customers, orders, (cents / 100)::float8 AS revenue
+           FROM cohort_month WHERE site_id = $1 AND cohort >= $2 AND cohort < $3 AND month < $3 AND active > 0""",
+        site_id, first, end,
+    )  # fmt: skip
+    return _activity(rows)
+
+
+def _activity(rows: Sequence[Any]) -> list[CohortActivity]:
+    return [
+        CohortActivity(r["cohort"], r["month"], r["active"], r["repeat_customers"], r["orders"], r["revenue"])
+        for r in rows
+    ]
+
+
 async def cohort_activity(
     conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime, tz: str, counted: bool = False
 ) -> list[CohortActivity]:
@@ -266,7 +283,4 @@ async def cohort_activity(
     repeat order, orders and revenue. Month 0's `active` is the cohort's size (its first orders).
     `counted`: from the deriver's customer counters."""
     rows = await conn.fetch(_COHORTS_FROM_COUNTERS if counted else _COHORTS_FROM_EVENTS, site_id, start, end, tz)
-    return [
-        CohortActivity(r["cohort"], r["month"], r["active"], r["repeat_customers"], r["orders"], r["revenue"])
-        for r in rows
-    ]
+    return _activity(rows)

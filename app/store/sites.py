@@ -47,6 +47,7 @@ TENANT_TABLES = (
     "rollup_layout",
     "quality_counter",
     "customer_orders",
+    "cohort_month",
     "person_number",
     "inbox",
     "duplicate_order",

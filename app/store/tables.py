@@ -400,6 +400,21 @@ customer_orders = Table(
     Index("ix_customer_orders_site_slot", "site_id", "slot"),
 )  # fmt: skip
 
+# Per cohort (the site-local month of a customer's first order) and site-local month: the cohort's
+# customers with an order then, with a repeat order then, their orders and value in cents; a sum
+# over customers of what their customer_orders rows make of them. Family 'cohort' too.
+cohort_month = Table(
+    "cohort_month", metadata,
+    _site_id(),
+    Column("cohort", Date, nullable=False),
+    Column("month", Date, nullable=False),
+    Column("active", BigInteger, nullable=False),
+    Column("repeat_customers", BigInteger, nullable=False),
+    Column("orders", BigInteger, nullable=False),
+    Column("cents", Double, nullable=False),
+    PrimaryKeyConstraint("site_id", "cohort", "month"),
+)  # fmt: skip
+
 # --- background jobs (0002) ------------------------------------------------------------------------
 
 job = Table(

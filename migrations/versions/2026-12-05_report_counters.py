@@ -1,6 +1,7 @@
 """Report counters: `quality_counter` (bots, late events and other-currency orders per 15-minute
-receipt slot) and `customer_orders` (each customer's orders per 15-minute slot of event time), kept
-by the deriver so that /v1/quality and /v1/cohorts read counters, not the period's events.
+receipt slot), `customer_orders` (each customer's orders per 15-minute slot of event time) and
+`cohort_month` (per cohort and month in the site's zone), kept by the deriver so that /v1/quality
+and /v1/cohorts read counters, not the period's events.
 
 Existing sites' counters are built from their events by the deriver, in the background: their two
 families ('quality', 'cohort') are recorded incomplete in rollup_layout (as 0012 did for the goal
@@ -49,6 +50,18 @@ def upgrade() -> None:
         )"""
     )
     op.execute("CREATE INDEX ix_customer_orders_site_slot ON customer_orders (site_id, slot)")
+    op.execute(
+        """CREATE TABLE cohort_month (
+            site_id bigint NOT NULL,
+            cohort date NOT NULL,
+            month date NOT NULL,
+            active bigint NOT NULL,
+            repeat_customers bigint NOT NULL,
+            orders bigint NOT NULL,
+            cents double precision NOT NULL,
+            CONSTRAINT pk_cohort_month PRIMARY KEY (site_id, cohort, month)
+        )"""
+    )
     # one index probe per site: the sites with events get their counters built
     op.execute(
         """INSERT INTO rollup_layout (site_id, family, fingerprint, quantities, complete)
@@ -61,5 +74,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM rollup_layout WHERE family IN ('quality', 'cohort')")
+    op.execute("DROP TABLE cohort_month")
     op.execute("DROP TABLE customer_orders")
     op.execute("DROP TABLE quality_counter")
