@@ -200,7 +200,10 @@ as bots. `late`: stored events (bots included, as in `accepted`) whose event tim
 before their receipt. `duplicate_orders`: stored copies of an order id that did not count, because
 an earlier copy (by event time, then messageId) of the same order id did. CSV: one row per bucket,
 a `rejected_<code>` column per code seen. `other_currency_orders`: orders sent in another currency
-than the site's (when it has one): counted as orders, their value left out of revenue."""
+than the site's (when it has one): counted as orders, their value left out of revenue. Bots, late
+and other-currency orders come from the deriver's 15-minute receipt slots when every bucket edge is
+on a quarter hour, else from the events (`source=events` asks for them; `X-Racetrack-Source` says
+which answered): the same numbers."""
 
 
 @router.get(
@@ -273,7 +276,10 @@ customer of the cohort); `active_share` = active / customers; `repeat_customers`
 with a repeat order (an order after their first, by event time) in that month, so at offset 0 those
 who ordered again in their first month; `repeat_share` = repeat_customers / customers; `orders` and
 `revenue` = the cohort's orders and their value in that month. Shares are null for an empty cohort.
-Bot events are excluded. CSV: one row per cohort and offset."""
+Bot events are excluded. CSV: one row per cohort and offset. Answered from the deriver's cohort
+months (whole months in the site's zone) or its per-customer order slots (edges and month starts
+on quarter hours), else from the events (`source=events`; `X-Racetrack-Source` says which): the
+same numbers."""
 
 
 @router.get(
