@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -161,25 +160,9 @@ def _cohort_oracle(stored: list[tuple[dict[str, Any], datetime]], frm: date, to:
     """(cohort, month) -> (active, repeat customers, orders, revenue in cents); other currencies'
     values left out."""
     messages = [m for m, _ in stored]
-    unvalued = {m["messageId"] for m in messages if _other_currency(m)}
-    oracle = Oracle(messages)
+    unvalued = frozenset(m["messageId"] for m in messages if _other_currency(m))
     zone = ZoneInfo(tz)
-    start, end = local_midnight(frm, zone), local_midnight(to, zone)
-
-    def month(moment: datetime) -> str:
-        return moment.astimezone(zone).strftime("%Y-%m")
-
-    cohort_of = {e.person: month(e.at) for e in oracle.events if e.first_order and start <= e.at < end}
-    found: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [set(), set(), 0, 0])
-    for e in oracle.events:
-        if e.order and e.person in cohort_of and e.at < end:
-            slot = found[(cohort_of[e.person], month(e.at))]
-            slot[0].add(e.person)
-            if e.repeat_order:
-                slot[1].add(e.person)
-            slot[2] += 1
-            slot[3] += 0 if e.mid in unvalued else round(e.value * 100)
-    return {key: (len(a), len(r), n, cents) for key, (a, r, n, cents) in found.items()}
+    return Oracle(messages).cohorts(local_midnight(frm, zone), local_midnight(to, zone), tz, unvalued)
 
 
 # --- the answers -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ is compared here between the catalogs of the migrated schema and of `tables.meta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -60,12 +61,19 @@ async def test_site_purge_covers_every_table_with_site_data(db: asyncpg.Connecti
 @pytest.fixture(scope="module")
 async def fresh_database(database_url: str) -> AsyncIterator[str]:
     """A database of this module's own, migrated from nothing to head."""
-    name = f"racetrack_schema_{uuid.uuid4().hex[:8]}"
+    async with _scratch_database(database_url, "racetrack_schema") as url:
+        await asyncio.to_thread(migrate, url)  # alembic runs its own event loop
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _scratch_database(database_url: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own on the test server, dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     await admin.execute(f"CREATE DATABASE {name}")
     url = with_database(database_url, name)  # keeps an embedded server's ?host= socket folder
     try:
-        await asyncio.to_thread(migrate, url)  # alembic runs its own event loop
         yield url
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -179,12 +187,8 @@ async def test_upgrading_a_populated_database_keeps_the_rollups(database_url: st
     from app.domain.kpis import REGISTRY
     from app.store.rollups import rollup_layouts
 
-    name = f"racetrack_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(asyncpg_dsn(database_url))
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = with_database(database_url, name)
-    config = alembic_config(url)
-    try:
+    async with _scratch_database(database_url, "racetrack_upgrade") as url:
+        config = alembic_config(url)
         await asyncio.to_thread(command.upgrade, config, "0011")
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
@@ -213,9 +217,6 @@ async def test_upgrading_a_populated_database_keeps_the_rollups(database_url: st
             assert (back["pageviews"], back["visitors"], back["order_persons_removed"]) == (2, visitors, removed)
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_upgrading_a_populated_database_builds_the_report_counters(database_url: str) -> None:
@@ -230,12 +231,8 @@ async def test_upgrading_a_populated_database_builds_the_report_counters(databas
     from app.store.kpi_queries import Query
     from app.store.rollups import rollup_layouts
 
-    name = f"racetrack_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(asyncpg_dsn(database_url))
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = with_database(database_url, name)
-    config = alembic_config(url)
-    try:
+    async with _scratch_database(database_url, "racetrack_upgrade") as url:
+        config = alembic_config(url)
         await asyncio.to_thread(command.upgrade, config, "0013")
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
@@ -291,6 +288,3 @@ async def test_upgrading_a_populated_database_builds_the_report_counters(databas
             assert await conn.fetchval("SELECT to_regclass('customer_orders')") is None
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
