@@ -145,12 +145,13 @@ def cmd_create_site(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from app.demo import load_demo
+    from app.demo import EVENTS_PER_PERSON, load_demo
+    from app.runtime import tune_gc
     from app.store.database import migrate
 
     url = _database_url(settings)
     migrate(url)
-    from app.demo import EVENTS_PER_PERSON
+    tune_gc(settings.gc_threshold)
 
     persons = max(1, int(args.events / EVENTS_PER_PERSON)) if args.events else args.persons
     summary = asyncio.run(load_demo(url, persons=persons, days=args.days, seed=args.seed))
@@ -205,10 +206,12 @@ async def _derive(url: str, settings: Settings, once: bool) -> dict[str, Any]:
     from app.api.observe import configure_logging
     from app.pipeline.derive import Deriver, drain
     from app.pipeline.rulesets import RulesetCache
+    from app.runtime import tune_gc
     from app.store.database import create_pool
 
     configure_logging(settings.log_level)
     pool = await create_pool(url, 1, 2)
+    tune_gc(settings.gc_threshold)
     try:
         if once:
             return {"derived": await drain(pool, batch=settings.derive_batch)}

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_future_skew_hours: float = 24.0
     retry_after_seconds: int = 5
     log_level: str = "info"
+    gc_threshold: int = Field(default=100_000, ge=0)  # app/runtime.py (0: Python's collector settings)
     access_log: bool = True
     rollups: bool = True  # False: every KPI answer aggregates the events (slow on big sites)
     deriver: bool = True  # False: this process only serves; another process (`racetrack derive`) derives

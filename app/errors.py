@@ -34,6 +34,7 @@ log = logging.getLogger("racetrack.errors")
 class RacetrackError(Exception):
     status: ClassVar[int] = 500
     default_code: ClassVar[str] = "internal_error"
+    retry_after: int | None = None  # seconds: sent as Retry-After when set
 
     def __init__(self, message: str, code: str | None = None, details: list[Any] | None = None) -> None:
         super().__init__(message)
@@ -42,7 +43,7 @@ class RacetrackError(Exception):
         self.details = details or []
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
     async def hold(self) -> None:
         """Wait, if this refusal is to be answered late (a client over a rate limit, app.api.ratelimit)."""
@@ -90,9 +91,6 @@ class TooManyRequests(RacetrackError):
         if self._hold is not None:
             await self._hold()
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
-
 
 class Unavailable(RacetrackError):
     status, default_code = 503, "unavailable"
@@ -100,9 +98,6 @@ class Unavailable(RacetrackError):
     def __init__(self, message: str, code: str | None = None, retry_after: int = 5) -> None:
         super().__init__(message, code)
         self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 def client_went_away(scope: Any) -> None:
@@ -122,6 +117,9 @@ class ErrorBody(BaseModel):
         "and `goal`; a validation error its `type`)",
         examples=[[{"field": "from", "message": "cannot parse 'yesterday'"}]],
     )
+
+
+INTERNAL_ERROR = "internal error; it has been logged"  # the message of every 500
 
 
 def error_response(
@@ -200,4 +198,4 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONAnswer:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error; it has been logged")
+        return error_response(500, "internal_error", INTERNAL_ERROR)

@@ -43,6 +43,7 @@ from app.pipeline.ingest import Writer
 from app.pipeline.jobs import JobRunner
 from app.pipeline.partitions import rotate_partitions
 from app.pipeline.rulesets import RulesetCache
+from app.runtime import tune_gc
 from app.store.database import create_pool, start_embedded
 
 log = logging.getLogger("racetrack")
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with Writer.running(write_pool, settings, deriver.wake) as writer:
                 await jobs.resume_unfinished()
+                tune_gc(settings.gc_threshold)
                 yield {
                     "pool": pool,
                     "writer": writer,

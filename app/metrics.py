@@ -36,6 +36,9 @@ DERIVE_SECONDS = Histogram(
 DERIVED_EVENTS = Counter("racetrack_derived_events_total", "Events derived (moved from the inbox to the event table)")
 ROLLUP_COMPACTIONS = Counter("racetrack_rollup_compactions_total", "Rollup keys whose delta parts were folded")
 RATE_LIMITED = Counter("racetrack_rate_limited_total", "Requests refused with 429, by limit", ["limit"])
+RATE_LIMIT_PACED = Counter(
+    "racetrack_rate_limit_paced_total", "Requests that waited their turn at a paced limit (ingestion)"
+)
 RATE_LIMIT_HELD = Counter("racetrack_rate_limit_held_total", "429 answers held back before they were sent")
 AUTH_FAILURES = Counter("racetrack_auth_failures_total", "Unknown or invalid keys, by kind of key", ["kind"])
 CLIENT_DISCONNECTS = Counter("racetrack_client_disconnects_total", "Clients that went away before the answer")

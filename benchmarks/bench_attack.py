@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_ingest import BIN, create_database, drop_database, start, stop
-from benchmarks.steady import run as steady_run
+from benchmarks.steady import run_steady
 
 LUA = Path(__file__).with_name("wrk_attack.lua")
 PORT = 18310
@@ -46,7 +46,7 @@ VICTIM_RATE = 200.0
 
 
 def victim(url: str, key: str, database_url: str, site_id: int, seconds: float) -> Any:
-    return asyncio.run(steady_run(url, key, database_url, site_id, VICTIM_RATE, 1, seconds))
+    return run_steady(url, key, database_url, site_id, VICTIM_RATE, 1, seconds)
 
 
 def attack(url: str, mode: str, secret: str, seconds: float) -> dict[str, int]:

@@ -185,9 +185,9 @@ async def derive_rate(url: str, events: int, order: str = "time") -> dict[str, f
 
 
 def steady(url: str, key: str, database_url: str, site_id: int, rate: float, batch: int, seconds: float) -> Any:
-    from benchmarks.steady import run
+    from benchmarks.steady import run_steady
 
-    return asyncio.run(run(url, key, database_url, site_id, rate, batch, seconds))
+    return run_steady(url, key, database_url, site_id, rate, batch, seconds)
 
 
 def main() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import ClientDisconnect, Request
 
 from app.errors import PayloadTooLarge
-from app.wire.body import decoded
+from app.wire.body import decoded, parse_json
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -24,3 +26,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         more = message.get("more_body", False)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return decoded(body, request.headers.get("content-encoding", ""), limit)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body read as read_body does, as JSON (400 empty_body or malformed_json)."""
+    return parse_json(await read_body(request, limit))

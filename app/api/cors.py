@@ -15,9 +15,9 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import INTERNAL_ERROR, error_response
 from app.store import sites as site_store
 
 log = logging.getLogger("racetrack.http")
@@ -150,7 +150,7 @@ class CORSByPath:
 async def internal_error(scope: Scope, send: Send, headers: Headers) -> None:
     """Log the exception under way and answer 500 (with these headers, e.g. CORS)."""
     log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-    body = orjson.dumps({"code": "internal_error", "message": "internal error; it has been logged", "details": []})
+    body = bytes(error_response(500, "internal_error", INTERNAL_ERROR).body)  # sent raw: the stack may be broken
     await send({"type": "http.response.start", "status": 500,
                 "headers": [(b"content-type", b"application/json"), *headers]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})

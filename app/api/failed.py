@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, SettingsDep, WriterDep
-from app.api.schemas import FailedEvents, Replayed, answers
+from app.api.ingest import rejection_fields
+from app.api.schemas import FailedEvent, FailedEvents, Replayed, answers
 from app.domain.normalize import IncomingEvent, Receipt, Rejection, normalize
 from app.store import failed as failed_store
 
@@ -26,6 +28,14 @@ def _decoded(raw: str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw
+
+
+_FAILED_EVENT_FIELDS = tuple(name for name in FailedEvent.model_fields if name != "id")
+
+
+def failed_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A failed_event row as the API shows it (FailedEvent): its failed_id as `id`, raw as in row."""
+    return {"id": row["failed_id"], **{name: row[name] for name in _FAILED_EVENT_FIELDS}}
 
 
 @router.get(
@@ -43,18 +53,7 @@ async def list_failed(
     ] = False,
 ) -> dict[str, Any]:
     rows = await failed_store.list_failed(conn, site.site_id, limit, before_id, include_replayed)
-    items = [
-        {
-            "id": r["failed_id"],
-            "received_at": r["received_at"],
-            "code": r["code"],
-            "message": r["message"],
-            "field": r["field"],
-            "raw": _decoded(r["raw"]),
-            "replayed_at": r["replayed_at"],
-        }
-        for r in rows
-    ]
+    items = [failed_event({**r, "raw": _decoded(r["raw"])}) for r in rows]
     return {"items": items, "next_before_id": items[-1]["id"] if len(items) == limit else None}
 
 
@@ -99,5 +98,5 @@ async def replay(
         "replayed": len(accepted),
         "accepted": written.accepted,
         "duplicates": written.duplicates,
-        "still_failing": [{"id": i, "code": r.code, "message": r.message, "field": r.field} for i, r in still],
+        "still_failing": [{"id": i, **rejection_fields(r)} for i, r in still],
     }

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app import metrics as app_metrics
 from app.api.deps import Pool
 from app.api.schemas import Health, answers
+from app.errors import error_response
 from app.jsonresponse import JSONAnswer
 from app.store.database import ping
 
@@ -35,11 +36,7 @@ async def readyz(pool: Pool) -> JSONAnswer:
             async with pool.acquire() as conn:
                 await ping(conn)
     except Exception:
-        return JSONAnswer(
-            {"code": "database_unavailable", "message": "database not reachable", "details": []},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return error_response(503, "database_unavailable", "database not reachable", headers={"Retry-After": "5"})
     return JSONAnswer({"status": "ready"})
 
 

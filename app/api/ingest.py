@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from app.api.body import read_body
+from app.api.body import read_json
 from app.api.cors import internal_error, public_headers
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
 from app.api.edge import BodyTimeout, body_timeout_response, refusal, refusal_response, timed_receive
@@ -83,6 +83,11 @@ def _without_ip(raw: Any) -> Any:
     return raw
 
 
+def rejection_fields(r: Rejection) -> dict[str, Any]:
+    """Why a message was rejected, as every answer shows it (ingestion, replays, rule tests)."""
+    return {"code": r.code, "message": r.message, "field": r.field}
+
+
 async def ingest_messages(
     request: Request, writer: WriterDep, settings: Settings, body: Any, messages: list[Any]
 ) -> dict[str, Any]:
@@ -95,10 +100,7 @@ async def ingest_messages(
         "success": True,
         "accepted": written.accepted,
         "duplicates": written.duplicates,
-        "rejected": [
-            {"index": i, "messageId": r.message_id, "code": r.code, "message": r.message, "field": r.field}
-            for i, r, _ in rejected
-        ],
+        "rejected": [{"index": i, "messageId": r.message_id, **rejection_fields(r)} for i, r, _ in rejected],
     }
 
 
@@ -130,7 +132,7 @@ async def batch(request: Request, writer: WriterDep, settings: SettingsDep) -> J
 
 
 async def batch_answer(request: Request, writer: Writer, settings: Settings) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     messages = batch_messages(body.get("batch") if isinstance(body, Mapping) else None)
     return JSONAnswer(await ingest_messages(request, writer, settings, body, messages))
 
@@ -150,7 +152,7 @@ async def single_answer(
     kind: str, request: Request, writer: Writer, settings: Settings, drop_write_key: bool = False
 ) -> JSONAnswer:
     """One message of this type; its rejection is the request's 400."""
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     if not isinstance(body, dict):
         raise BadRequest(
             "body must be a JSON object (one message)",
@@ -192,19 +194,31 @@ for _kind in SINGLE_TYPES:
     responses=GIF_ANSWERS,
 )
 async def pixel(request: Request, writer: WriterDep, settings: SettingsDep, data: PixelData = "") -> Response:
+    async def ingest() -> str | None:
+        try:
+            raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            message = parse_json(raw)
+            if not isinstance(message, dict):
+                raise BadRequest("data must encode one JSON object", "invalid_message")
+            message.setdefault("type", "track")
+            answer = await ingest_messages(request, writer, settings, message, [message])
+        except (binascii.Error, ValueError):
+            return "malformed_data"
+        return answer["rejected"][0]["code"] if answer["rejected"] else None
+
+    return await gif_answer(ingest)
+
+
+async def gif_answer(ingest: Callable[[], Awaitable[str | None]]) -> Response:
+    """A pixel's answer, the 1x1 GIF whatever happened (a JSON answer would fire the image's onerror):
+    ingest() gives the code a message was rejected with (400), or None (200); a refusal answers with
+    its status, X-Racetrack-Error names the code."""
     headers = dict(NO_CACHE)
+    status = 200
     try:
-        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-        message = parse_json(raw)
-        if not isinstance(message, dict):
-            raise BadRequest("data must encode one JSON object", "invalid_message")
-        message.setdefault("type", "track")
-        answer = await ingest_messages(request, writer, settings, message, [message])
-        status = 400 if answer["rejected"] else 200
-        if answer["rejected"]:
-            headers["X-Racetrack-Error"] = answer["rejected"][0]["code"]
-    except (binascii.Error, ValueError):
-        status, headers["X-Racetrack-Error"] = 400, "malformed_data"
+        code = await ingest()
+        if code is not None:
+            status, headers["X-Racetrack-Error"] = 400, code
     except RacetrackError as exc:
         await exc.hold()
         status, headers["X-Racetrack-Error"] = exc.status, exc.code

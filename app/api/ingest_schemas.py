@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.contract import RETRY_AFTER
 from app.api.schemas import documented_body
 
 Identifier = str | int
@@ -144,7 +145,6 @@ GIF = {"image/gif": {"schema": {"type": "string", "format": "binary", "descripti
 ERROR_HEADER = {
     "X-Racetrack-Error": {"description": "The error's code (the body is the GIF)", "schema": {"type": "string"}}
 }
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 # An image answers even an error (a JSON answer would fire the image's onerror); the edge's refusals
 # (app/api/edge.py) come before the handler and are JSON.

@@ -23,6 +23,7 @@ from app.api.params import (
     Limit,
     To,
     Tz,
+    answer_head,
     csv_answer,
     max_period_days,
     period_of,
@@ -81,16 +82,8 @@ async def kpis(
         plan_columns = [f"{k}_{part}" for k in planned for part in PLAN_COLUMNS]
         csv = csv_answer(flat, ["start", "end", "group", *REGISTRY.names(), *plan_columns], "kpis.csv")
         return with_source(conditional(request, csv), used)
-    answer = {
-        "site": site.site_id,
-        "from": period[0].isoformat(),
-        "to": period[1].isoformat(),
-        "granularity": granularity.value,
-        "tz": zone.key,
-        "breakdown": breakdown,
-        "freshness": freshness(request),
-        "buckets": rows,
-    }
+    answer = answer_head(site, period, zone, granularity=granularity.value, breakdown=breakdown,
+                         freshness=freshness(request), buckets=rows)  # fmt: skip
     return with_source(conditional(request, JSONAnswer(answer)), used)
 
 
@@ -185,7 +178,7 @@ Kind = Annotated[
         examples=["nested"],
     ),
 ]
-Window = Annotated[
+FunnelWindow = Annotated[
     str | None,
     Query(
         description=f"With steps: how long after the entry later steps count: a number and s, m, h, d or w "
@@ -219,7 +212,7 @@ async def funnel(
     end: To,
     tz: Tz = None,
     steps: Steps = None,
-    window: Window = None,
+    window: FunnelWindow = None,
     medians: Medians = False,
     kind: Kind = FunnelKind.NESTED,
     format: Format = None,
@@ -227,13 +220,7 @@ async def funnel(
 ) -> Response:
     zone = zone_of(tz, site)
     period = period_of(start, end, zone, max_period_days(request))
-    answer: dict[str, Any] = {
-        "site": site.site_id,
-        "from": period[0].isoformat(),
-        "to": period[1].isoformat(),
-        "tz": zone.key,
-        "freshness": freshness(request),
-    }
+    answer = answer_head(site, period, zone, freshness=freshness(request))
     span = _parsed("window", window or DEFAULT_WINDOW, parse_window)  # checked even when unused
     columns = ["persons", "rate_from_previous", "rate_from_top"]
     used = "events"

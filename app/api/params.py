@@ -138,6 +138,11 @@ def csv_answer(rows: list[dict[str, Any]], columns: list[str], filename: str) ->
     )
 
 
+def answer_head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
+    """What a read answer opens with: the site, the period [from, to) and tz; then extra."""
+    return {"site": site.site_id, "from": period[0].isoformat(), "to": period[1].isoformat(), "tz": zone.key, **extra}
+
+
 def bucket_list(period: tuple[datetime, datetime], granularity: Granularity, zone: ZoneInfo) -> list[Bucket]:
     found = buckets(*period, granularity, zone)
     if len(found) > MAX_BUCKETS:

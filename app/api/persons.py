@@ -14,13 +14,14 @@ from pydantic import BaseModel, Field
 
 from app.api.audit import record
 from app.api.deps import AdminSite, Conn, Pool, Rulesets, SettingsDep
-from app.api.schemas import answers
+from app.api.failed import failed_event
+from app.api.schemas import FailedEvent, answers
 from app.domain.erasure import InvalidPersonId, PersonRef, parse_person_id
 from app.domain.normalize import MAX_ID_LENGTH
 from app.domain.person import SessionFacts
 from app.errors import NotFound, Unprocessable
 from app.pipeline.erasure import erase_person
-from app.store import erasure as store
+from app.store import erasure as erasure_store
 from app.store.events import resolve_links
 
 router = APIRouter(tags=["persons"])
@@ -125,14 +126,8 @@ class DuplicateOrder(BaseModel):
     properties: dict[str, Any]
 
 
-class KeptRejectedMessage(BaseModel):
-    id: int
-    received_at: datetime
-    code: str
-    message: str
-    field: str | None
+class KeptRejectedMessage(FailedEvent):
     raw: Any = Field(description="The message as received (minus the client IP)")
-    replayed_at: datetime | None
 
 
 class ExportedIdentities(BaseModel):
@@ -192,20 +187,20 @@ async def export(person_id: PersonPath, request: Request, site: AdminSite, conn:
     person = _person(person_id)
     site_id, pid = site.site_id, person.person_id
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        ids = await store.person_identifiers(conn, site_id, person)
+        ids = await erasure_store.person_identifiers(conn, site_id, person)
         anonymous = sorted(ids.anonymous_ids)
-        events = await store.person_events(conn, site_id, pid, EXPORT_MAX_EVENTS + 1)
-        state = await store.person_state(conn, site_id, pid)
+        events = await erasure_store.person_events(conn, site_id, pid, EXPORT_MAX_EVENTS + 1)
+        state = await erasure_store.person_state(conn, site_id, pid)
         listed: dict[str, list[dict[str, Any]]] = {
             "events": [_event(e, with_facts=True) for e in events[:EXPORT_MAX_EVENTS]],
             "pending_events": [
                 _event({**e, "event_id": e["inbox_id"]}, with_facts=False)
-                for e in await store.pending_events(conn, site_id, person.user_id, anonymous)
+                for e in await erasure_store.pending_events(conn, site_id, person.user_id, anonymous)
             ],
-            "sessions": await store.person_sessions(conn, site_id, pid),
-            "identity_links": await store.person_links(conn, site_id, person.user_id),
-            "duplicate_orders": await store.duplicate_orders(conn, site_id, person.user_id, anonymous),
-            "rejected_messages": [_rejected(r) for r in await store.rejected_messages(conn, site_id, ids)],
+            "sessions": await erasure_store.person_sessions(conn, site_id, pid),
+            "identity_links": await erasure_store.person_links(conn, site_id, person.user_id),
+            "duplicate_orders": await erasure_store.duplicate_orders(conn, site_id, person.user_id, anonymous),
+            "rejected_messages": [failed_event(r) for r in await erasure_store.rejected_messages(conn, site_id, ids)],
         }
     if state is None and not any(listed.values()):
         raise await _not_found(conn, site_id, person)
@@ -263,13 +258,10 @@ async def erase(
     return {"site": site.site_id, "person_id": person.person_id, "erased": erased.counts()}
 
 
-def _rejected(row: dict[str, Any]) -> dict[str, Any]:
-    fields = ("received_at", "code", "message", "field", "raw", "replayed_at")
-    return {"id": row["failed_id"], **{k: row[k] for k in fields}}
+EXPORTED_NAMES = {"event_name": "event", "session_hint": "session_id"}  # stored column -> ExportedEvent field
 
 
 def _event(row: dict[str, Any], with_facts: bool) -> dict[str, Any]:
-    out = {k: row[k] for k in store.EVENT_COLUMNS if k not in ("event_name", "session_hint")}
-    out |= {"event": row["event_name"], "session_id": row["session_hint"]}
-    out["facts"] = {k: row[k] for k in store.EVENT_FACTS} if with_facts else None
+    out = {EXPORTED_NAMES.get(k, k): row[k] for k in erasure_store.EVENT_COLUMNS}
+    out["facts"] = {k: row[k] for k in erasure_store.EVENT_FACTS} if with_facts else None
     return out

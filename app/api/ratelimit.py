@@ -10,6 +10,12 @@ limit. Limits of fewer than 100 per window are counted request by request, exact
 window (the sliding window counter's weighting of the previous window rounds down, which admits one
 request more than a small limit across a window's edge).
 
+Limits of 100 or more per window (the ingestion ones) are also paced, in each process (GCRA): a burst
+of 1 % of the limit passes at once, and beyond it an identity's requests wait their turn at the
+limit's rate, for up to one window, instead of all being admitted in the first moments of a window and
+then refused. A flood from one key or address then costs the server its limit spread evenly over the
+window, not in bursts at the speed of the workers; a legitimate burst is delayed, not refused.
+
 A refused request is answered late (rate_limit_hold_seconds, 1 s): a client that retries at once, as
 an attacker's loop does, then costs one refusal per connection per second instead of as many as the
 workers can answer. Held answers cost a timer each; past rate_limit_hold_max at once a process
@@ -43,6 +49,7 @@ from app.errors import TooManyRequests
 log = logging.getLogger("racetrack.security")
 
 
+@functools.lru_cache(maxsize=65536)  # logged once a request
 def truncated_address(host: str | None) -> str:
     """For logs: the client's network, never its address (IPv4 /24, IPv6 /48)."""
     try:
@@ -99,6 +106,9 @@ class RateLimits:
         self.hold_seconds = settings.rate_limit_hold_seconds
         self.hold_max = settings.rate_limit_hold_max
         self.held = 0  # refusals waiting now
+        self._due: dict[tuple[str, str, RateLimitItem], float] = {}  # paced: each identity's next turn
+        self.paced = 0  # requests waiting their turn now (at most rate_limit_hold_max)
+        self._sleep = asyncio.sleep
 
     async def _hold(self) -> None:
         if self.hold_seconds <= 0 or self.held >= self.hold_max:
@@ -113,8 +123,33 @@ class RateLimits:
     def _limiter(self, item: RateLimitItem) -> MovingWindowRateLimiter | SlidingWindowCounterRateLimiter:
         return self._exact if item.amount < LEASE_FRACTION else self._counter
 
+    async def _pace(self, kind: str, item: RateLimitItem, identity: str) -> None:
+        """Wait this identity's turn at the limit's rate (GCRA's theoretical arrival time); 429 if the
+        turn is more than a window away or too many requests wait already."""
+        now = time.monotonic()
+        key = (kind, identity, item)
+        interval = item.get_expiry() / item.amount
+        due = max(self._due.get(key, now), now)
+        wait = due - now - interval * (item.amount // LEASE_FRACTION)  # a burst of 1 % passes at once
+        if wait > 0 and (wait > item.get_expiry() or self.paced >= self.hold_max):
+            raise await self._refusal(kind, item, identity)
+        if len(self._due) >= MAX_LEASES and key not in self._due:
+            self._due = {k: v for k, v in self._due.items() if v > now}
+        self._due[key] = due + interval
+        if wait > 0:
+            self.paced += 1
+            metrics.RATE_LIMIT_PACED.inc()
+            try:
+                await self._sleep(wait)
+            finally:
+                self.paced -= 1
+
     async def hit(self, kind: str, items: Sequence[RateLimitItem], identity: str) -> None:
-        """Count one request; over any of the limits: 429 with Retry-After."""
+        """Wait its turn (paced limits), then count one request; over any of the limits: 429 with
+        Retry-After."""
+        for item in items:
+            if item.amount >= LEASE_FRACTION:
+                await self._pace(kind, item, identity)
         now = time.monotonic()
         for item in items:
             lease = self._leases.get((kind, identity, item))

@@ -22,6 +22,7 @@ from app.api.params import (
     GranularityParam,
     To,
     Tz,
+    answer_head,
     csv_answer,
     max_period_days,
     period_of,
@@ -32,6 +33,7 @@ from app.api.params import (
 from app.api.schemas import CohortsAnswer, GoalsAnswer, PersonAnswer, QualityAnswer, ReportAnswer, answers
 from app.config import Settings
 from app.domain.kpis import Bucket, Granularity, buckets, kpis_of, money
+from app.domain.person import person_ids
 from app.domain.reports import (
     anonymous_part,
     cohort_table,
@@ -67,8 +69,7 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> str | None:
     return moment.astimezone(zone).isoformat() if moment else None
 
 
-def _head(site: Site, period: tuple[datetime, datetime], zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
-    return {"site": site.site_id, "from": period[0].isoformat(), "to": period[1].isoformat(), "tz": zone.key, **extra}
+_head = answer_head  # as /v1/quality and /v1/cohorts call it (their bodies are changed on another branch)
 
 
 GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot events of [from, to):
@@ -112,7 +113,7 @@ async def goals(
         flat = [{"start": r["start"], "end": r["end"], **g} for r in rows for g in r["goals"]]
         answer = csv_answer(flat, ["start", "end", "goal", "completions", "persons", "value"], "goals.csv")
         return with_source(conditional(request, answer), answered)
-    head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
+    head = answer_head(site, period, zone, granularity=granularity.value, buckets=rows)
     return with_source(conditional(request, JSONAnswer(head)), answered)
 
 
@@ -183,7 +184,7 @@ async def person(
         "leads": summary["leads"],
         "sessions": summary["sessions"],
         "identities": {
-            "user_id": found.removeprefix("u:") if found.startswith("u:") else None,
+            "user_id": person_ids(found)[0],
             "anonymous_ids": list(summary["anonymous_ids"]),
         },
         "events_total": summary["events"],
@@ -361,5 +362,5 @@ async def report(
         columns = ["stage", "kpi", "value", "previous", "change", "change_ratio", "target", "direction"]
         columns += ["attainment", "status"]
         return conditional(request, csv_answer(flat, columns, "report.csv"))
-    head = _head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
+    head = answer_head(site, (start, end), zone, month=month, previous_month=previous_day.strftime("%Y-%m"))
     return conditional(request, JSONAnswer({**head, "stages": stages}))

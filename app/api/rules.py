@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from app.api.audit import record
 from app.api.body import read_body
 from app.api.deps import AdminSite, Conn, Rulesets
+from app.api.ingest import rejection_fields
 from app.api.params import max_period_days, period_of, zone_of
 from app.api.schemas import (
     Job,
@@ -138,12 +139,7 @@ async def test_rules(body: RuleTest, site: AdminSite, conn: Conn, rulesets: Rule
     for index, message in enumerate(body.messages):
         normalized = normalize(message, receipt)
         if isinstance(normalized, Rejection):
-            results.append(
-                {
-                    "index": index,
-                    "rejected": {"code": normalized.code, "message": normalized.message, "field": normalized.field},
-                }
-            )
+            results.append({"index": index, "rejected": rejection_fields(normalized)})
             continue
         got = classify(normalized, history, ruleset)  # an IncomingEvent is an Event
         results.append(

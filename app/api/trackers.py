@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,9 +25,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.body import read_body
+from app.api.body import read_body, read_json
 from app.api.deps import SettingsDep, WriterDep, resolve_write_site
-from app.api.ingest import MALFORMED, NO_CACHE, PIXEL, add_single_route, batch_messages, ingest_messages
+from app.api.ingest import MALFORMED, add_single_route, batch_messages, gif_answer, ingest_messages
 from app.api.ingest_schemas import (
     GIF_ANSWERS,
     POSTHOG_BODY,
@@ -39,9 +38,9 @@ from app.api.ingest_schemas import (
 )
 from app.api.schemas import answers
 from app.config import Settings
-from app.errors import DATABASE_DOWN, BadRequest, PayloadTooLarge, RacetrackError
+from app.errors import BadRequest
 from app.jsonresponse import JSONAnswer
-from app.wire.body import parse_json
+from app.wire.body import decoded, parse_json
 from app.wire.posthog import posthog_messages
 from app.wire.snowplow import event_message, tp2_messages
 
@@ -88,17 +87,17 @@ async def ingest_keyed(
 # ---------------------------------------------------------------- analytics.js short paths
 
 
-BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no array of messages (invalid_batch)")
+SHORT_BATCH_ANSWERS = answers(IngestAnswer, e400=f"{MALFORMED}, or no array of messages (invalid_batch)")
 
 
 @router.post(
     "/v1/b",
     summary="analytics.js batch: {batch: [messages], sentAt, writeKey} or [messages] (text/plain)",
-    responses=BATCH_ANSWERS,
+    responses=SHORT_BATCH_ANSWERS,
     openapi_extra=SHORT_BATCH_BODY,
 )
 async def short_batch(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     messages = batch_messages(
         body if isinstance(body, list) else body.get("batch") if isinstance(body, Mapping) else None
     )
@@ -114,22 +113,11 @@ for _letter, _kind in SHORT_TYPES.items():
 # ---------------------------------------------------------------- PostHog
 
 
-def _inflate(data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)  # a decompression bomb is cut off here
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid gzip: {exc}", "malformed_body") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
-    return out
-
-
 async def _posthog_body(request: Request, settings: Settings) -> Any:
     raw = await read_body(request, settings.request_max_bytes)
     compression = (request.query_params.get("compression") or "").lower()
     if compression in ("gzip-js", "gzip") and raw[:2] == b"\x1f\x8b":
-        raw = _inflate(raw, settings.request_max_bytes)
+        raw = decoded(raw, "gzip", settings.request_max_bytes)  # as a Content-Encoding: gzip body
     elif compression == "lz64":
         raise BadRequest("lz64 compression is not supported; use gzip-js", "unsupported_encoding")
     if raw[:5] == b"data=":  # posthog-js's form body: data=<base64 JSON>
@@ -174,7 +162,7 @@ for _path in POSTHOG_PATHS:
     openapi_extra=SNOWPLOW_BODY,
 )
 async def snowplow_post(request: Request, writer: WriterDep, settings: SettingsDep) -> JSONAnswer:
-    body = parse_json(await read_body(request, settings.request_max_bytes))
+    body = await read_json(request, settings.request_max_bytes)
     return JSONAnswer(await ingest_keyed(request, writer, settings, tp2_messages(body), {}))
 
 
@@ -186,18 +174,11 @@ async def snowplow_post(request: Request, writer: WriterDep, settings: SettingsD
     openapi_extra={"parameters": SNOWPLOW_QUERY},
 )
 async def snowplow_get(request: Request, writer: WriterDep, settings: SettingsDep) -> Response:
-    headers = dict(NO_CACHE)
-    status = 200
-    try:
+    async def ingest() -> str | None:
         message = event_message(dict(request.query_params))
-        if message is not None:
-            answer = await ingest_keyed(request, writer, settings, [message], {})
-            if answer["rejected"]:
-                status, headers["X-Racetrack-Error"] = 400, answer["rejected"][0]["code"]
-    except RacetrackError as exc:
-        await exc.hold()
-        status, headers["X-Racetrack-Error"] = exc.status, exc.code
-        headers.update(exc.headers())
-    except DATABASE_DOWN:  # still an image, as the pixel answers
-        status, headers["X-Racetrack-Error"], headers["Retry-After"] = 503, "database_unavailable", "5"
-    return Response(PIXEL, status_code=status, media_type="image/gif", headers=headers)
+        if message is None:  # a page ping
+            return None
+        answer = await ingest_keyed(request, writer, settings, [message], {})
+        return answer["rejected"][0]["code"] if answer["rejected"] else None
+
+    return await gif_answer(ingest)

@@ -70,7 +70,7 @@ async def session_of(request: Request, conn: asyncpg.Connection, secret: str) ->
         return None
     if int(parts[2]) < time.time():
         return None
-    keys = await dashboard_queries.site_keys(conn, int(parts[0]))
+    keys = await dashboard_queries.signing_keys(conn, int(parts[0]))
     if keys is None:
         return None
     kind: Kind = "admin" if parts[1] == "admin" else "read"

@@ -70,7 +70,7 @@ class View:
         preset = params.get("period") or "this_month"
         try:
             today = now.astimezone(zone).date()
-            period = view_logic.period_of(preset, today, _day(params, "first"), _day(params, "last"))
+            period = view_logic.preset_period(preset, today, _day(params, "first"), _day(params, "last"))
         except ValueError as exc:
             raise _bad("period", str(exc)) from None
         breakdown = params.get("breakdown") or "channel"

@@ -5,6 +5,7 @@ The first matching row of CHANNEL_RULES wins; the lists are the documented contr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -73,6 +74,7 @@ PESO = {
 CHANNELS = tuple(PESO)
 
 
+@functools.lru_cache(maxsize=8192)  # a site's page URLs and referrers repeat: parse each once
 def host_of(url: str | None) -> str:
     if not url:
         return ""
@@ -92,6 +94,15 @@ def _host_in(host: str, patterns: Iterable[str]) -> bool:
         elif host == pattern or host.endswith(f".{pattern}"):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=8192)  # a referrer host is matched against every pattern: once
+def _organic_channel(ref_host: str) -> str | None:
+    if _host_in(ref_host, SEARCH_ENGINES) and not ref_host.startswith(NOT_SEARCH_PREFIXES):
+        return ORGANIC_SEARCH
+    if _host_in(ref_host, SOCIAL_NETWORKS):
+        return ORGANIC_SOCIAL
+    return None
 
 
 def channel_of(
@@ -117,10 +128,9 @@ def channel_of(
     ref_host = host_of(referrer)
     if not ref_host:
         return DIRECT
-    if _host_in(ref_host, SEARCH_ENGINES) and not ref_host.startswith(NOT_SEARCH_PREFIXES):
-        return ORGANIC_SEARCH
-    if _host_in(ref_host, SOCIAL_NETWORKS):
-        return ORGANIC_SOCIAL
+    organic = _organic_channel(ref_host)
+    if organic:
+        return organic
     own = {host_of(page_url)} | {host_of(d) for d in site_domains}
     own.discard("")
     if any(ref_host == h or ref_host.endswith(f".{h}") for h in own):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.domain.model import Classification, Event, PersonHistory, Stage
+from app.domain.model import MAX_VALUE, Classification, Event, PersonHistory, Stage
 from app.domain.rules import CompiledRule, CompiledRuleset, as_number, lookup
 
 
@@ -18,9 +18,6 @@ def classify(event: Event, person: PersonHistory, ruleset: CompiledRuleset) -> C
                 ruleset_version=ruleset.version,
             )
     return Classification(Stage.NONE, None, None, False, False, ruleset.version)
-
-
-MAX_VALUE = 1e12  # beyond any real order; keeps sums of values finite in float8
 
 
 def value_of(event: Event, rule: CompiledRule) -> float | None:

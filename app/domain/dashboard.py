@@ -59,7 +59,7 @@ def _next_month(day: date) -> date:
     return month_of_index(month_index(day) + 1)
 
 
-def period_of(preset: str, today: date, first: date | None = None, last: date | None = None) -> Period:
+def preset_period(preset: str, today: date, first: date | None = None, last: date | None = None) -> Period:
     """The period a preset names on `today` (today included); custom: first..last, both included."""
     tomorrow = today + timedelta(days=1)
     if preset == "this_month":

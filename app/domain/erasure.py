@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from app.domain.normalize import MAX_ID_LENGTH
+from app.domain.person import person_ids
 
 CONTACT_KEYS = ("email", "phone")  # the trait / property names searched for a person's contact points
 PHONE_MIN_DIGITS = 6
@@ -33,8 +34,9 @@ class PersonRef:
 
 def parse_person_id(text: str) -> PersonRef:
     """A person id as the API shows it; InvalidPersonId says what is wrong with anything else."""
-    kind, sep, ident = text.partition(":")
-    if not sep or kind not in ("u", "a"):
+    user_id, anonymous_id = person_ids(text)
+    ident = user_id if user_id is not None else anonymous_id
+    if ident is None:
         raise InvalidPersonId("must be 'u:<userId>' or 'a:<anonymousId>', as the API shows person ids")
     if not ident:
         raise InvalidPersonId("the id after 'u:' or 'a:' is empty")
@@ -42,7 +44,7 @@ def parse_person_id(text: str) -> PersonRef:
         raise InvalidPersonId(f"the id is longer than {MAX_ID_LENGTH} characters (no stored id is)")
     if "\x00" in ident:
         raise InvalidPersonId("must not contain NUL characters")
-    return PersonRef(text, ident if kind == "u" else None, ident if kind == "a" else None)
+    return PersonRef(text, user_id, anonymous_id)
 
 
 def _email(value: Any) -> str | None:

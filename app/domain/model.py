@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+MAX_VALUE = 1e12  # the largest value an order may carry: beyond any real order, sums stay finite in float8
+
 
 class Stage(StrEnum):
     REACH = "reach"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.domain.channels import channel_of
-from app.domain.model import Event
+from app.domain.model import MAX_VALUE, Event
 from app.domain.useragent import device_of, is_bot
 
 MESSAGE_TYPES = frozenset({"track", "page", "screen", "identify", "alias", "group"})
@@ -25,7 +25,6 @@ MAX_ID_LENGTH = 512
 # An order's value (the default value paths): finite, not negative, at most a trillion. Refunds are not
 # negative orders: send them as their own event (e.g. "Order Refunded") with a positive amount.
 VALUE_KEYS = ("revenue", "total", "value")
-MAX_VALUE = 1e12
 
 
 @dataclass(frozen=True, slots=True)

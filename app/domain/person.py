@@ -197,11 +197,25 @@ def person_id_of(user_id: str | None, anonymous_id: str | None, links: Mapping[s
     return user_person(linked) if linked else anonymous_person(anonymous_id)
 
 
+# A person id is its userId or its anonymousId behind one of these prefixes (the API shows it as is).
+USER_PREFIX, ANONYMOUS_PREFIX = "u:", "a:"
+
+
 def user_person(user_id: str) -> str:
     """The id of the person a userId is."""
-    return f"u:{user_id}"
+    return USER_PREFIX + user_id
 
 
 def anonymous_person(anonymous_id: str) -> str:
     """The id of an anonymous visitor's own person (before, or without, a link to a userId)."""
-    return f"a:{anonymous_id}"
+    return ANONYMOUS_PREFIX + anonymous_id
+
+
+def person_ids(person_id: str) -> tuple[str | None, str | None]:
+    """The (userId, anonymousId) a person id names, one of them None; (None, None) for text without
+    either prefix."""
+    if person_id.startswith(USER_PREFIX):
+        return person_id.removeprefix(USER_PREFIX), None
+    if person_id.startswith(ANONYMOUS_PREFIX):
+        return None, person_id.removeprefix(ANONYMOUS_PREFIX)
+    return None, None

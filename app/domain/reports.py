@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from app.domain.kpis import REGISTRY, Bucket, ratio
-from app.domain.person import anonymous_person, user_person
+from app.domain.person import ANONYMOUS_PREFIX, USER_PREFIX, anonymous_person, user_person
 from app.domain.plan import attainment, direction, status
 
 # ---- ordered goal funnel -------------------------------------------------------------------------
@@ -109,18 +109,18 @@ def highest_stage(stages: Iterable[str | None]) -> str:
 
 def anonymous_part(given: str) -> str | None:
     """The anonymousId a person reference may name ('a:<id>' or a bare id), to resolve through links."""
-    if given.startswith("u:"):
+    if given.startswith(USER_PREFIX):
         return None
-    return given.removeprefix("a:")
+    return given.removeprefix(ANONYMOUS_PREFIX)
 
 
 def person_candidates(given: str, linked_user: str | None) -> list[str]:
     """Person ids to try, best first: 'u:X' as given; 'a:X' -> its linked user, else itself;
     a bare X -> user X, then the user anonymous id X is linked to, then anonymous X."""
     linked = [user_person(linked_user)] if linked_user else []
-    if given.startswith("u:"):
+    if given.startswith(USER_PREFIX):
         return [given]
-    if given.startswith("a:"):
+    if given.startswith(ANONYMOUS_PREFIX):
         return [*linked, given]
     return [user_person(given), *linked, anonymous_person(given)]
 

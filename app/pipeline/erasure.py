@@ -36,7 +36,7 @@ from app.domain.rollup_delta import RollupDelta, groups_of
 from app.pipeline import rollup
 from app.pipeline.derive import derive_batch, derive_site
 from app.pipeline.rulesets import RulesetCache
-from app.store import erasure as store
+from app.store import erasure as erasure_store
 from app.store import inbox, report_counters
 from app.store import persons as person_store
 from app.store import sites as site_store
@@ -117,28 +117,28 @@ def contribution_out(zone: ZoneInfo, number: int, rows: Sequence[Any], sessions:
 async def erase_locked(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, person: PersonRef) -> Erased | None:
     """The erasure's writes, in the caller's transaction under the site's derivation lock (rows
     still in the inbox are removed, not derived: erase_person derives the inbox first)."""
-    ids = await store.person_identifiers(conn, site_id, person)
+    ids = await erasure_store.person_identifiers(conn, site_id, person)
     anonymous = sorted(ids.anonymous_ids)
     rows = await person_store.load_person_rows(conn, site_id, [person.person_id])
     sessions = [s for _, s in await person_store.sessions_of_persons(conn, site_id, [person.person_id])]
-    rejected = await store.rejected_messages(conn, site_id, ids)
-    number = await store.person_number(conn, site_id, person.person_id)
+    rejected = await erasure_store.rejected_messages(conn, site_id, ids)
+    number = await erasure_store.person_number(conn, site_id, person.person_id)
     if number is not None and (rows or sessions):
         await rollup.append(conn, site_id, contribution_out(zone, number, rows, sessions).changes())
     event_ids = [r["event_id"] for r in rows]
     order_ids = sorted({str(r["properties"]["order_id"]) for r in rows
                         if r["is_order"] and r["properties"].get("order_id") not in (None, "")})  # fmt: skip
     await report_counters.forget_person(conn, site_id, zone.key, person.person_id)
-    gone = await store.delete_person_rows(conn, site_id, person.person_id, anonymous)
-    held = await store.delete_order_keys(conn, site_id, event_ids, order_ids)
+    gone = await erasure_store.delete_person_rows(conn, site_id, person.person_id, anonymous)
+    held = await erasure_store.delete_order_keys(conn, site_id, event_ids, order_ids)
     erased = Erased(
         events=gone["events"],
-        pending_events=await store.delete_pending(conn, site_id, person.user_id, anonymous),
+        pending_events=await erasure_store.delete_pending(conn, site_id, person.user_id, anonymous),
         sessions=gone["sessions"],
         person_state=gone["person_state"],
-        identity_links=await store.delete_links(conn, site_id, person.user_id),
+        identity_links=await erasure_store.delete_links(conn, site_id, person.user_id),
         order_ids=len(held),
-        duplicate_orders=await store.delete_duplicate_orders(conn, site_id, person.user_id, anonymous, held),
-        rejected_messages=await store.delete_failed(conn, site_id, [r["failed_id"] for r in rejected]),
+        duplicate_orders=await erasure_store.delete_duplicate_orders(conn, site_id, person.user_id, anonymous, held),
+        rejected_messages=await erasure_store.delete_failed(conn, site_id, [r["failed_id"] for r in rejected]),
     )
     return erased if any(erased.counts().values()) else None

@@ -8,17 +8,20 @@ from datetime import datetime
 
 import asyncpg
 
+from app.store import inbox
 from app.store.sites import Site
 
 
 @dataclass(frozen=True, slots=True)
-class SiteKeys:
+class SigningKeys:
+    """A site, and the hashes of its newest read and admin keys: they sign its dashboard sessions."""
+
     site: Site
     read_key_hash: str
     admin_key_hash: str
 
 
-async def site_keys(conn: asyncpg.Connection, site_id: int) -> SiteKeys | None:
+async def signing_keys(conn: asyncpg.Connection, site_id: int) -> SigningKeys | None:
     # the newest valid key of each kind signs the session: rotating or revoking it ends the sessions
     current = """(SELECT k.key_hash FROM site_key k WHERE k.site_id = s.site_id AND k.kind = '{kind}'
                     AND (k.expires_at IS NULL OR k.expires_at > now()) ORDER BY k.key_id DESC LIMIT 1)"""
@@ -31,7 +34,7 @@ async def site_keys(conn: asyncpg.Connection, site_id: int) -> SiteKeys | None:
     if row is None:
         return None
     site = Site(row["site_id"], row["name"], row["timezone"], tuple(row["domains"] or ()))
-    return SiteKeys(site, row["read_key_hash"], row["admin_key_hash"])
+    return SigningKeys(site, row["read_key_hash"], row["admin_key_hash"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +44,5 @@ class Freshness:
 
 
 async def freshness(conn: asyncpg.Connection, site_id: int) -> Freshness:
-    row = await conn.fetchrow(
-        """SELECT (SELECT max(received_at) FROM event WHERE site_id = $1) AS last_received,
-                  (SELECT received_at FROM inbox WHERE site_id = $1 ORDER BY inbox_id LIMIT 1) AS oldest_pending""",
-        site_id,
-    )
-    assert row is not None
-    return Freshness(row["last_received"], row["oldest_pending"])
+    last: datetime | None = await conn.fetchval("SELECT max(received_at) FROM event WHERE site_id = $1", site_id)
+    return Freshness(last, await inbox.oldest_received(conn, site_id))  # read from scan_from, as reads wait

@@ -26,8 +26,8 @@ LOCK_TIMEOUT = "100ms"  # partition DDL waits at most this long, and ingestion b
 COLUMNS = tables.columns(tables.inbox, "inbox_id")  # what ingestion COPYs (the id comes from the default)
 # what derivation reads of a row (traits and context go from inbox to event without Python)
 DERIVE_COLUMNS = tables.columns(tables.inbox, "site_id", "received_at", "sent_at", "traits", "context")
-FACT_COLUMNS = ("person_id", *person_store.FACT_COLUMNS)  # an arriving event's facts, in fact_values' order
-FACT_TYPES = tables.sql_types(tables.event, FACT_COLUMNS)
+ARRIVING_FACT_COLUMNS = ("person_id", *person_store.FACT_COLUMNS)  # an arriving event's facts, in fact_values' order
+ARRIVING_FACT_TYPES = tables.sql_types(tables.event, ARRIVING_FACT_COLUMNS)
 
 
 _RECEIVED = COLUMNS[1:]  # without site_id
@@ -211,8 +211,8 @@ async def take(conn: asyncpg.Connection, site_id: int, limit: int) -> list[Any]:
 async def move_to_events(
     conn: asyncpg.Connection, site_id: int, taken: Sequence[int], facts: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Delete the taken rows; the ones with facts (inbox_id, *FACT_COLUMNS) become events, and
-    count in the report counters (app.store.report_counters) in the same statement."""
+    """Delete the taken rows; the ones with facts (inbox_id, *ARRIVING_FACT_COLUMNS) become events,
+    and count in the report counters (app.store.report_counters) in the same statement."""
     if not taken:
         return
     await conn.execute(_MOVE, site_id, list(taken), list(facts), min(taken), max(taken))
@@ -220,11 +220,11 @@ async def move_to_events(
 
 def _move_sql() -> str:
     moved = ", ".join(f"m.{c}" for c in COLUMNS)
-    facts_sql = json_rows(3, ("inbox_id", *FACT_COLUMNS), ("int8", *FACT_TYPES))
+    facts_sql = json_rows(3, ("inbox_id", *ARRIVING_FACT_COLUMNS), ("int8", *ARRIVING_FACT_TYPES))
     return f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id BETWEEN $4 AND $5
                    AND inbox_id = ANY($2::int8[]) RETURNING *),
-       e AS (INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(FACT_COLUMNS)})
-             SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in FACT_COLUMNS)}
+       e AS (INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(ARRIVING_FACT_COLUMNS)})
+             SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in ARRIVING_FACT_COLUMNS)}
              FROM m JOIN ({facts_sql}) AS f ON f.inbox_id = m.inbox_id
              RETURNING {report_counters.COUNTED_COLUMNS}),
        q AS ({report_counters.quality_add("e")})

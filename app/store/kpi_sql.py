@@ -7,7 +7,7 @@ when an entry is made); nothing that comes from a request or an event does.
 
 from __future__ import annotations
 
-from app.domain.kpis.registry import Condition, Counter, Measure, PersonSet, Where
+from app.domain.kpis.registry import ColumnCondition, Counter, Measure, PersonSet, Where
 
 
 def _constant(value: object) -> str:
@@ -17,7 +17,7 @@ def _constant(value: object) -> str:
     return repr(value)
 
 
-def condition_sql(c: Condition, alias: str) -> str:
+def condition_sql(c: ColumnCondition, alias: str) -> str:
     column = f"{alias}.{c.column}"
     if c.op == "is":
         return column

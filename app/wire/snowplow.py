@@ -35,7 +35,7 @@ itself (a `writeKey` parameter, which this mapping also reads, or the route's qu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -65,6 +65,37 @@ ECOMMERCE_ACTIONS = {
     "promo_click": "Promotion Clicked",
 }
 IGNORED_EVENTS = frozenset({"pp"})
+
+# How a message's properties are read from a tracker's fields: (property, field, parser).
+Fields = tuple[tuple[str, str, Callable[[Any], Any]], ...]
+STRUCTURED_FIELDS: Fields = (
+    ("category", "se_ca", text), ("action", "se_ac", text), ("label", "se_la", text),
+    ("property", "se_pr", text), ("value", "se_va", number),
+)  # fmt: skip
+TRANSACTION_FIELDS: Fields = (
+    ("order_id", "tr_id", text), ("revenue", "tr_tt", number), ("tax", "tr_tx", number),
+    ("shipping", "tr_sh", number), ("currency", "tr_cu", text), ("affiliation", "tr_af", text),
+    ("city", "tr_ci", text), ("state", "tr_st", text), ("country", "tr_co", text),
+)  # fmt: skip
+TRANSACTION_ITEM_FIELDS: Fields = (
+    ("transaction_id", "ti_id", text), ("sku", "ti_sk", text), ("name", "ti_nm", text),
+    ("category", "ti_ca", text), ("price", "ti_pr", number), ("quantity", "ti_qu", number),
+    ("currency", "ti_cu", text),
+)  # fmt: skip
+CART_PRODUCT_FIELDS: Fields = (  # the data of an add_to_cart / remove_from_cart event
+    ("product_id", "sku", text), ("sku", "sku", text), ("name", "name", text), ("category", "category", text),
+    ("price", "unitPrice", number), ("quantity", "quantity", number), ("currency", "currency", text),
+)  # fmt: skip
+ECOMMERCE_PRODUCT_FIELDS: Fields = (  # the ecommerce plugin's product entity
+    ("product_id", "id", text), ("name", "name", text), ("category", "category", text), ("brand", "brand", text),
+    ("variant", "variant", text), ("price", "price", number), ("quantity", "quantity", number),
+    ("currency", "currency", text),
+)  # fmt: skip
+ECOMMERCE_TRANSACTION_FIELDS: Fields = (  # the ecommerce plugin's transaction entity
+    ("order_id", "transaction_id", text), ("revenue", "revenue", number), ("currency", "currency", text),
+    ("tax", "tax", number), ("shipping", "shipping", number), ("discount", "discount_amount", number),
+    ("payment_method", "payment_method", text),
+)  # fmt: skip
 
 
 class _Unmappable(Exception):
@@ -156,40 +187,15 @@ def _event(kind: Any, params: Mapping[str, Any], entities: list[Mapping[str, Any
         return {"type": "page", "name": text(params.get("page")), "properties": _clean(page)}
     if kind == "se":
         action = text(params.get("se_ac"))
-        properties = {
-            "category": text(params.get("se_ca")),
-            "action": action,
-            "label": text(params.get("se_la")),
-            "property": text(params.get("se_pr")),
-            "value": number(params.get("se_va")),
-        }
-        return {"type": "track", "event": STRUCTURED_EVENTS.get(action or "", action), "properties": _clean(properties)}
+        event = STRUCTURED_EVENTS.get(action or "", action)
+        return {"type": "track", "event": event, "properties": _clean(_read(params, STRUCTURED_FIELDS))}
     if kind == "ue":
         return _self_describing_event(params, entities)
     if kind == "tr":
-        order = {
-            "order_id": text(params.get("tr_id")),
-            "revenue": number(params.get("tr_tt")),
-            "tax": number(params.get("tr_tx")),
-            "shipping": number(params.get("tr_sh")),
-            "currency": text(params.get("tr_cu")),
-            "affiliation": text(params.get("tr_af")),
-            "city": text(params.get("tr_ci")),
-            "state": text(params.get("tr_st")),
-            "country": text(params.get("tr_co")),
-        }
-        return {"type": "track", "event": "Order Completed", "properties": _clean(order)}
+        return {"type": "track", "event": "Order Completed", "properties": _clean(_read(params, TRANSACTION_FIELDS))}
     if kind == "ti":
-        item = {
-            "transaction_id": text(params.get("ti_id")),
-            "sku": text(params.get("ti_sk")),
-            "name": text(params.get("ti_nm")),
-            "category": text(params.get("ti_ca")),
-            "price": number(params.get("ti_pr")),
-            "quantity": number(params.get("ti_qu")),
-            "currency": text(params.get("ti_cu")),
-        }
-        return {"type": "track", "event": "Transaction Item", "properties": _clean(item)}
+        item = _clean(_read(params, TRANSACTION_ITEM_FIELDS))
+        return {"type": "track", "event": "Transaction Item", "properties": item}
     raise _Unmappable(f"unknown_event_type:{kind}" if kind else "missing_event_type")
 
 
@@ -205,16 +211,8 @@ def _self_describing_event(params: Mapping[str, Any], entities: list[Mapping[str
     if (vendor, name) in SCREEN_SCHEMAS:
         return {"type": "screen", "name": text(data.get("name")), "properties": dict(data) | {"schema": schema}}
     if (vendor, name) in CART_SCHEMAS:
-        product = {
-            "product_id": text(data.get("sku")),
-            "sku": text(data.get("sku")),
-            "name": text(data.get("name")),
-            "category": text(data.get("category")),
-            "price": number(data.get("unitPrice")),
-            "quantity": number(data.get("quantity")),
-            "currency": text(data.get("currency")),
-        }
-        return {"type": "track", "event": CART_SCHEMAS[(vendor, name)], "properties": _clean(product)}
+        product = _clean(_read(data, CART_PRODUCT_FIELDS))
+        return {"type": "track", "event": CART_SCHEMAS[(vendor, name)], "properties": product}
     if (vendor, name) == (ECOMMERCE, "snowplow_ecommerce_action"):
         return _ecommerce_action(data, entities)
     return {"type": "track", "event": name, "properties": dict(data) | {"schema": schema}}
@@ -229,16 +227,8 @@ def _ecommerce_action(data: Mapping[str, Any], entities: list[Mapping[str, Any]]
     elif products:
         properties["products"] = products
     transaction = _entity(entities, ECOMMERCE, "transaction")
-    if transaction:
-        properties |= {
-            "order_id": text(transaction.get("transaction_id")),
-            "revenue": number(transaction.get("revenue")),
-            "currency": text(transaction.get("currency")),
-            "tax": number(transaction.get("tax")),
-            "shipping": number(transaction.get("shipping")),
-            "discount": number(transaction.get("discount_amount")),
-            "payment_method": text(transaction.get("payment_method")),
-        }
+    if transaction:  # its empty fields too: they replace a product's (then _clean drops them)
+        properties |= _read(transaction, ECOMMERCE_TRANSACTION_FIELDS)
     cart = _entity(entities, ECOMMERCE, "cart")
     if cart:
         properties["cart_id"] = text(cart.get("cart_id"))
@@ -247,18 +237,12 @@ def _ecommerce_action(data: Mapping[str, Any], entities: list[Mapping[str, Any]]
 
 
 def _product(entity: Mapping[str, Any]) -> dict[str, Any]:
-    return _clean(
-        {
-            "product_id": text(entity.get("id")),
-            "name": text(entity.get("name")),
-            "category": text(entity.get("category")),
-            "brand": text(entity.get("brand")),
-            "variant": text(entity.get("variant")),
-            "price": number(entity.get("price")),
-            "quantity": number(entity.get("quantity")),
-            "currency": text(entity.get("currency")),
-        }
-    )
+    return _clean(_read(entity, ECOMMERCE_PRODUCT_FIELDS))
+
+
+def _read(source: Mapping[str, Any], fields: Fields) -> dict[str, Any]:
+    """Each field of source as its property, parsed (empty ones included: see _clean)."""
+    return {prop: parse(source.get(field)) for prop, field, parse in fields}
 
 
 def _contexts(params: Mapping[str, Any]) -> list[Mapping[str, Any]]:

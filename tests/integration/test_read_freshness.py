@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.config import Settings
+from app.store import dashboard_queries
 from app.store.locks import lock_key
 from tests.conftest import ROOT_TOKEN, create_site, drain
 
@@ -55,9 +56,12 @@ async def test_a_read_reports_its_lag_while_derivation_is_held_then_includes_eve
         assert float(held.headers["X-Racetrack-Lag-Seconds"]) > 0
         pending = await db._conn.fetchval("SELECT count(*) FROM inbox WHERE site_id = $1", site["id"])
         assert pending == 1  # the read wrote nothing
+        panel = await dashboard_queries.freshness(db._conn, site["id"])  # the dashboard's lag panel
+        assert panel.oldest_pending_at is not None and panel.last_received_at is not None
     finally:
         await db.execute("SELECT pg_advisory_unlock($1)", key)
     await drain()  # the service's deriver takes the site back; wait for it (not for the clock)
     after = await _kpis(client, site)
     assert after.json()["buckets"][0]["kpis"]["pageviews"] == 2
     assert after.json()["freshness"]["complete"] is True
+    assert (await dashboard_queries.freshness(db._conn, site["id"])).oldest_pending_at is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import types
 import uuid
 from typing import Any
@@ -65,6 +66,33 @@ async def test_a_small_limit_is_exact_across_a_window_edge(settings: Settings, m
         await rate_limits.hit("ingest_key", rate_limits.ingest_key, "k")
     with pytest.raises(TooManyRequests):
         await rate_limits.hit("ingest_key", rate_limits.ingest_key, "k")
+
+
+async def test_a_burst_at_a_paced_limit_waits_its_turn_and_past_a_window_is_refused(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100/second from one address, 150 requests at the same instant: the first two pass at once (a
+    burst of 1 %), the next wait 10 ms more each, those whose turn is more than a second away get 429."""
+    monkeypatch.setattr("app.api.ratelimit.time", types.SimpleNamespace(monotonic=lambda: 1000.0, time=time.time))
+    rate_limits = RateLimits(settings.model_copy(update={"rate_limit_ingest_address": "100/second", "redis_url": None}))
+    waits: list[float] = []
+    released = asyncio.Event()
+
+    async def wait_turn(seconds: float) -> None:
+        waits.append(seconds)
+        await released.wait()
+
+    rate_limits._sleep = wait_turn  # type: ignore[method-assign]
+    hits = [asyncio.create_task(rate_limits.hit("ingest_address", rate_limits.ingest_address, "a")) for _ in range(150)]
+    await asyncio.sleep(0)
+    refused = [h for h in hits if h.done() and isinstance(h.exception(), TooManyRequests)]
+    assert [h.done() and h.exception() is None for h in hits[:2]] == [True, True]
+    assert waits == pytest.approx([0.01 * k for k in range(1, 101)])  # turns up to one window away
+    assert len(refused) == 150 - 2 - 100 and all(h in refused for h in hits[102:])
+    assert rate_limits.paced == 100
+    released.set()
+    await asyncio.gather(*hits[:102], return_exceptions=True)
+    assert rate_limits.paced == 0
 
 
 async def test_reads_are_limited_per_key(settings: Settings) -> None:

@@ -10,9 +10,9 @@ from app.domain.dashboard import (
     Period,
     cohort_months,
     kpi_text,
-    period_of,
     plan_month,
     plan_status,
+    preset_period,
     previous_period,
     trend,
     year_before,
@@ -31,23 +31,24 @@ TODAY = date(2026, 3, 15)
     ],
 )
 def test_presets_and_what_they_are_compared_with(preset: str, expected: Period, before: Period) -> None:
-    assert period_of(preset, TODAY) == expected
+    assert preset_period(preset, TODAY) == expected
     assert previous_period(preset, expected) == before
 
 
 def test_month_to_date_is_compared_with_as_many_days_clipped_to_the_month_before() -> None:
-    period = period_of("this_month", date(2026, 3, 31))
+    period = preset_period("this_month", date(2026, 3, 31))
     assert previous_period("this_month", period) == Period(date(2026, 2, 1), date(2026, 3, 1))
 
 
 def test_custom_periods_include_their_last_day_and_refuse_nonsense() -> None:
-    assert period_of("custom", TODAY, date(2026, 1, 1), date(2026, 1, 1)) == Period(date(2026, 1, 1), date(2026, 1, 2))
+    one_day = Period(date(2026, 1, 1), date(2026, 1, 2))
+    assert preset_period("custom", TODAY, date(2026, 1, 1), date(2026, 1, 1)) == one_day
     with pytest.raises(ValueError, match="before"):
-        period_of("custom", TODAY, date(2026, 1, 2), date(2026, 1, 1))
+        preset_period("custom", TODAY, date(2026, 1, 2), date(2026, 1, 1))
     with pytest.raises(ValueError, match="both"):
-        period_of("custom", TODAY, date(2026, 1, 2), None)
+        preset_period("custom", TODAY, date(2026, 1, 2), None)
     with pytest.raises(ValueError, match="unknown"):
-        period_of("last_8", TODAY)
+        preset_period("last_8", TODAY)
 
 
 def test_year_before_plan_month_and_cohorts() -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from app.api.persons import EXPORTED_NAMES, ExportedEvent, ExportedFacts
 from app.config import Settings
 from app.domain.erasure import InvalidPersonId, PersonRef, identifiers_of, parse_person_id
 from app.main import create_app
+from app.store.erasure import EVENT_COLUMNS, EVENT_FACTS
 
 
 def test_person_ids_as_the_api_shows_them() -> None:
@@ -17,6 +19,12 @@ def test_person_ids_as_the_api_shows_them() -> None:
     for bad in ("42", "u:", "a:", "x:1", "U:1", "", "u:" + "x" * 513, "a:\x00"):
         with pytest.raises(InvalidPersonId):
             parse_person_id(bad)
+
+
+def test_the_export_models_are_the_stored_event_and_its_derived_facts() -> None:
+    """The export's models document the stored columns (nullable as stored); their fields are those columns."""
+    assert tuple(ExportedFacts.model_fields) == EVENT_FACTS  # EventFacts' fields, less event_id
+    assert list(ExportedEvent.model_fields) == [*(EXPORTED_NAMES.get(c, c) for c in EVENT_COLUMNS), "facts"]
 
 
 ALICE = identifiers_of(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from app.api.params import Breakdown
 from app.domain.kpis import Bucket, Counts, Granularity, buckets, funnel_steps, kpis_of, parse_bound
+from app.domain.rollup_delta import DIMENSIONS
+from app.store.kpi_queries import BREAKDOWNS
 from tests.oracle import KPI_NAMES
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -359,3 +363,9 @@ def test_race_funnel_says_which_kind_persons_and_rates_are() -> None:
     assert steps[2]["rate_from_previous"] == 0.25
     flat = race_funnel(nested, independent, FunnelKind.INDEPENDENT)
     assert [s["persons"] for s in flat] == [10, 4, 3, 2] and flat[2]["rate_from_previous"] == 0.75
+
+
+def test_the_breakdowns_are_one_list() -> None:
+    """The parameter's values, the event path's SQL and the rollups' dimensions name the same breakdowns."""
+    names, _ = get_args(get_args(Breakdown)[0])  # Literal[...] | None
+    assert get_args(names) == tuple(BREAKDOWNS) == DIMENSIONS[1:]

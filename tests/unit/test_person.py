@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 
 from app.domain.model import Event, Stage
-from app.domain.person import EventFacts, SessionFacts, derive_person
+from app.domain.person import (
+    EventFacts,
+    SessionFacts,
+    anonymous_person,
+    derive_person,
+    person_id_of,
+    person_ids,
+    user_person,
+)
 from app.domain.rules import CompiledRuleset
 from app.pipeline.rulesets import default_ruleset
 from tests.factories import T0, make_event, make_page, make_purchase, make_rule, make_ruleset, make_track
@@ -390,3 +398,14 @@ def test_each_event_is_classified_under_its_own_ruleset_version() -> None:
     assert (got[old.event_id].goal, got[old.event_id].ruleset_version) == ("old_goal", 3)
     assert (got[new.event_id].goal, got[new.event_id].ruleset_version) == ("page_view", 0)
     assert set(versions) == {3, None}
+
+
+def test_a_person_id_names_its_user_id_or_its_anonymous_id() -> None:
+    assert person_id_of("42", "anon", {}) == user_person("42") == "u:42"
+    assert person_id_of(None, "anon", {"anon": "42"}) == "u:42"
+    assert person_id_of(None, "anon", {}) == anonymous_person("anon") == "a:anon"
+    assert person_ids("u:42") == ("42", None)
+    assert person_ids("a:anon:1/x") == (None, "anon:1/x")
+    assert person_ids("u:") == ("", None)
+    for bare in ("42", "U:42", "x:1", ""):
+        assert person_ids(bare) == (None, None)

@@ -49,7 +49,7 @@ def test_fact_values_follow_the_fact_columns() -> None:
                        nps_score=None, ruleset_version=3)  # fmt: skip
     expected = tuple(Stage.CONVERT.value if c == "stage" else getattr(facts, c) for c in persons.FACT_COLUMNS)
     assert persons.fact_values(facts) == expected
-    assert inbox.FACT_COLUMNS[1:] == persons.FACT_COLUMNS
+    assert inbox.ARRIVING_FACT_COLUMNS[1:] == persons.FACT_COLUMNS
 
 
 def test_casts_come_from_the_column_types() -> None:

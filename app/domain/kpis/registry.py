@@ -54,11 +54,11 @@ class Direction(StrEnum):
 # --- conditions --------------------------------------------------------------------------------
 
 # The columns a condition may read: the event's (`event`) and the session's (`session`).
-EVENT_COLUMNS = frozenset({
+EVENT_CONDITION_COLUMNS = frozenset({
     "type", "channel", "stage", "goal", "value", "is_lead", "is_order", "is_first_event", "is_first_order",
     "is_repeat_order", "nps_score",
 })  # fmt: skip
-SESSION_COLUMNS = frozenset({"is_bounce"})
+SESSION_CONDITION_COLUMNS = frozenset({"is_bounce"})
 Op = Literal["is", "=", "in", ">=", "<=", "present"]
 # Constants and columns are code, never data, and checked: safe as SQL and Python text by construction.
 _CONSTANT = re.compile(r"[A-Za-z0-9_ .-]*")
@@ -66,7 +66,7 @@ _COLUMN = re.compile(r"[a-z_]+")
 
 
 @dataclass(frozen=True, slots=True)
-class Condition:
+class ColumnCondition:
     """`column op value` over one stored event's (or session's) columns; null meets nothing but
     `is` false, as in SQL."""
 
@@ -93,31 +93,31 @@ class Condition:
         return f"({read} is not None and {read} {self.op} {self.value!r})"
 
 
-Where = tuple[Condition, ...]  # all of them hold (none: every event)
+Where = tuple[ColumnCondition, ...]  # all of them hold (none: every event)
 
 
-def flag(column: str) -> Condition:
-    return Condition(column, "is")
+def flag(column: str) -> ColumnCondition:
+    return ColumnCondition(column, "is")
 
 
-def equals(column: str, value: str) -> Condition:
-    return Condition(column, "=", value)
+def equals(column: str, value: str) -> ColumnCondition:
+    return ColumnCondition(column, "=", value)
 
 
-def one_of(column: str, *values: str) -> Condition:
-    return Condition(column, "in", values)
+def one_of(column: str, *values: str) -> ColumnCondition:
+    return ColumnCondition(column, "in", values)
 
 
-def at_least(column: str, value: float) -> Condition:
-    return Condition(column, ">=", value)
+def at_least(column: str, value: float) -> ColumnCondition:
+    return ColumnCondition(column, ">=", value)
 
 
-def at_most(column: str, value: float) -> Condition:
-    return Condition(column, "<=", value)
+def at_most(column: str, value: float) -> ColumnCondition:
+    return ColumnCondition(column, "<=", value)
 
 
-def present(column: str) -> Condition:
-    return Condition(column, "present")
+def present(column: str) -> ColumnCondition:
+    return ColumnCondition(column, "present")
 
 
 def python_test(where: Where, by_attribute: bool = False) -> str:
@@ -516,10 +516,10 @@ def _check(counters: tuple[Counter, ...], person_sets: tuple[PersonSet, ...], kp
     assert len(set(quantities)) == len(quantities), "a quantity is defined twice"
     assert len({k.name for k in kpis}) == len(kpis), "a KPI is defined twice"
     for c in counters:
-        columns = SESSION_COLUMNS if c.of_sessions else EVENT_COLUMNS
+        columns = SESSION_CONDITION_COLUMNS if c.of_sessions else EVENT_CONDITION_COLUMNS
         assert all(w.column in columns for w in c.where), c
     for s in person_sets:
-        assert all(w.column in EVENT_COLUMNS for w in s.where), s
+        assert all(w.column in EVENT_CONDITION_COLUMNS for w in s.where), s
     for k in kpis:
         assert k.stage in RACE_STAGES and set(k.formula.reads) <= set(quantities), k
 
