@@ -22,14 +22,18 @@ from pyroaring import BitMap
 from app.domain import rollup as domain
 from app.domain.kpis import REGISTRY, TO_DATE, Bucket, Counts, limited_groups
 from app.domain.kpis.registry import GOAL_LAYOUT
+from app.domain.reports import CohortActivity
 from app.domain.rollup import DAY, HOUR, QUARTER, Rollup, Rows, Unit
 from app.domain.rollup_delta import GOAL
+from app.store import report_counters as counter_store
+from app.store import report_queries
 from app.store import rollups as rollup_store
-from app.store.kpi_queries import OTHER
+from app.store.kpi_queries import OTHER, Query
 from app.store.locks import lock_derivation, try_lock_conversion, unlock_conversion
 from app.store.rollups import rollup_of
 
 SLOTS_PER_REBUILD = 96  # one day of quarters per transaction
+COUNTER_SPAN_PER_REBUILD = timedelta(days=1)  # of report counter slots, per transaction
 PARENTS_PER_REBUILD = 48  # hours or days merged per transaction
 _ALL_TIME = (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 log = logging.getLogger("racetrack.rollups")
@@ -110,7 +114,41 @@ async def rebuild_range(pool: asyncpg.Pool, site_id: int, zone: ZoneInfo, start:
                 await lock_derivation(conn, site_id)
                 await rollup_store.plan_by_index(conn)
                 await rebuild(conn, site_id, quarters[at : at + SLOTS_PER_REBUILD], zone)
+        await rebuild_counters(conn, site_id, zone, COUNTER_FAMILIES, (start, end))
     return len(quarters)
+
+
+COUNTER_FAMILIES = ("quality", "cohort")  # the report counters' families (app.store.report_counters)
+_COUNTER_REBUILDS = {"quality": (counter_store.quality_span, counter_store.rebuild_quality),
+                     "cohort": (counter_store.customer_span, counter_store.rebuild_customers)}  # fmt: skip
+
+
+async def rebuild_counters(
+    conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, families: Sequence[str],
+    within: tuple[datetime, datetime] = _ALL_TIME,
+) -> None:  # fmt: skip
+    """Recompute these report counters' slots from the events: every slot of `within` (quarter
+    boundaries) where the site has data (quality by receipt time, cohorts by order time), a day per
+    transaction under the site's derivation lock. Derivations in between add to the slots as they
+    do any time: a slot is exact once rebuilt, and every later derivation keeps it so. Then the
+    cohort months, from the customer rows, in one transaction."""
+    for family in families:
+        span, rebuild_slots = _COUNTER_REBUILDS[family]
+        first, last = await span(conn, site_id)
+        if first is None or last is None:
+            continue
+        at = max(domain.quarter_of(first), within[0])
+        stop = min(domain.quarter_of(last) + domain.QUARTER_SPAN, within[1])
+        while at < stop:
+            upto = min(at + COUNTER_SPAN_PER_REBUILD, stop)
+            async with conn.transaction():
+                await lock_derivation(conn, site_id)
+                await rebuild_slots(conn, site_id, at, upto)
+            at = upto
+    if "cohort" in families:  # from the customer rows, now exact; kept by derivations from then on
+        async with conn.transaction():
+            await lock_derivation(conn, site_id)
+            await counter_store.rebuild_cohort_months(conn, site_id, zone.key)
 
 
 async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int:
@@ -128,7 +166,7 @@ async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int
         families = [f for f, layout in wanted.items() if found.get(f) != (layout.fingerprint, True)]
         await rollup_store.record_layouts(conn, site_id, {f: wanted[f] for f in families}, False)
     dims = rollup_store.dims_of(families)
-    quarters = await rollup_store.quarters_with_data(conn, site_id, *_ALL_TIME) if families else []
+    quarters = await rollup_store.quarters_with_data(conn, site_id, *_ALL_TIME) if dims else []
     for at in range(0, len(quarters), SLOTS_PER_REBUILD):
         async with conn.transaction():
             await lock_derivation(conn, site_id)
@@ -143,6 +181,7 @@ async def convert(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo) -> int
                 await rollup_store.plan_by_index(conn)
                 picked = {u: children[u] for u in units[at : at + PARENTS_PER_REBUILD]}
                 await _merge_parents(conn, site_id, picked, dims)
+    await rebuild_counters(conn, site_id, zone, [f for f in families if f in COUNTER_FAMILIES])
     if REGISTRY.layouts() != wanted:  # the registry changed meanwhile (tests extend it): not complete
         return len(quarters)
     async with conn.transaction():
@@ -269,3 +308,33 @@ async def goal_counts(
             return None
         rows = await _rows(conn, site_id, p.units, GOAL, GOAL_LAYOUT.sets)
     return domain.goal_counts(rows, p)
+
+
+async def quality_counts(
+    conn: asyncpg.Connection, site_id: int, q: Query, bucket_list: Sequence[Bucket]
+) -> dict[str, list[Any]] | None:
+    """/v1/quality's counts with the event counts from the deriver's receipt slots (one snapshot);
+    None when a bucket edge is not on a quarter hour, or the slots are being rebuilt."""
+    if not all(domain.on_quarter(b.start) and domain.on_quarter(b.end) for b in bucket_list):
+        return None
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if not _current(await rollup_store.rollup_layouts(conn, site_id), "quality"):
+            return None
+        return await report_queries.quality_counts(conn, q, counted=True)
+
+
+async def cohort_activity(
+    conn: asyncpg.Connection, site_id: int, site_zone: ZoneInfo, start: datetime, end: datetime, zone: ZoneInfo
+) -> list[CohortActivity] | None:
+    """/v1/cohorts' activity from the deriver's counters: whole months of the site's zone from its
+    cohort months, any other period from the customer slots; None when the period's edges or a
+    local month start within it are not on quarter hours, or the counters are being rebuilt."""
+    if not (domain.on_quarter(start) and domain.on_quarter(end) and domain.months_on_quarters(start, end, zone)):
+        return None
+    months = [domain.month_starting(moment, zone) for moment in (start, end)] if zone.key == site_zone.key else []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if not _current(await rollup_store.rollup_layouts(conn, site_id), "cohort"):
+            return None
+        if months and months[0] and months[1]:
+            return await report_queries.cohort_months(conn, site_id, months[0], months[1])
+        return await report_queries.cohort_activity(conn, site_id, start, end, zone.key, counted=True)

@@ -409,6 +409,28 @@ class Oracle:
                 )
         return found
 
+    def cohorts(self, start: datetime, end: datetime, tz: str, unvalued: frozenset[str] = frozenset()
+                ) -> dict[tuple[str, str], tuple[int, int, int, int]]:  # fmt: skip
+        """Repeat-purchase cohorts: per (month of a first order in [start, end), month of an order
+        before end), both YYYY-MM in tz: customers with an order, customers with a repeat order,
+        orders, value in cents (`unvalued`: messageIds whose value does not count)."""
+        zone = ZoneInfo(tz)
+
+        def month(moment: datetime) -> str:
+            return moment.astimezone(zone).strftime("%Y-%m")
+
+        cohort_of = {e.person: month(e.at) for e in self.events if e.first_order and start <= e.at < end}
+        found: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [set(), set(), 0, 0])
+        for e in self.events:
+            if e.order and e.person in cohort_of and e.at < end:
+                cell = found[(cohort_of[e.person], month(e.at))]
+                cell[0].add(e.person)
+                if e.repeat_order:
+                    cell[1].add(e.person)
+                cell[2] += 1
+                cell[3] += 0 if e.mid in unvalued else round(e.value * 100)
+        return {key: (len(a), len(r), n, cents) for key, (a, r, n, cents) in found.items()}
+
     def funnel(self, frm: date, to: date, tz: str, nested: bool = True) -> list[dict[str, Any]]:
         """The RACE funnel: nested (persons in this stage and every earlier one) or independent."""
         zone = ZoneInfo(tz)

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from app import rollups
+from app.api import report_source
 from app.api.caching import conditional
 from app.api.deps import Conn, Pool, ReadSite, SettingsDep
 from app.api.kpi_source import Source, bucket_counts, site_zone, use_rollups, with_source
@@ -200,7 +201,10 @@ as bots. `late`: stored events (bots included, as in `accepted`) whose event tim
 before their receipt. `duplicate_orders`: stored copies of an order id that did not count, because
 an earlier copy (by event time, then messageId) of the same order id did. CSV: one row per bucket,
 a `rejected_<code>` column per code seen. `other_currency_orders`: orders sent in another currency
-than the site's (when it has one): counted as orders, their value left out of revenue."""
+than the site's (when it has one): counted as orders, their value left out of revenue. Bots, late
+and other-currency orders come from the deriver's 15-minute receipt slots when every bucket edge is
+on a quarter hour, else from the events (`source=events` asks for them; `X-Racetrack-Source` says
+which answered): the same numbers."""
 
 
 @router.get(
@@ -213,15 +217,17 @@ async def quality(
     request: Request,
     site: ReadSite,
     conn: Conn,
+    settings: SettingsDep,
     start: From,
     end: To,
     tz: Tz = None,
     granularity: GranularityParam = Granularity.DAY,
     format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     window = window_of(site, start, end, tz, granularity, max_days=max_period_days(request))
     zone, period, periods = window.zone, window.period, window.buckets
-    found = await report_queries.quality_counts(conn, window.query)
+    found, answered = await report_source.quality_counts(conn, settings, site, window, source)
     counters = {r["bucket"]: r for r in found["counters"]}
     events = {r["bucket"]: r for r in found["events"]}
     repeated = {r["bucket"]: r["n"] for r in found["duplicate_orders"]}
@@ -257,8 +263,9 @@ async def quality(
             "other_currency_orders",
             *(f"rejected_{k}" for k in codes),
         ]
-        return conditional(request, csv_answer(flat, columns, "quality.csv"))
-    return conditional(request, JSONAnswer(_head(site, period, zone, granularity=granularity.value, buckets=rows)))
+        return with_source(conditional(request, csv_answer(flat, columns, "quality.csv")), answered)
+    head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
+    return with_source(conditional(request, JSONAnswer(head)), answered)
 
 
 COHORTS_DESCRIPTION = """Repeat-purchase cohorts. A customer's cohort is the calendar month (in tz) of their
@@ -270,7 +277,10 @@ customer of the cohort); `active_share` = active / customers; `repeat_customers`
 with a repeat order (an order after their first, by event time) in that month, so at offset 0 those
 who ordered again in their first month; `repeat_share` = repeat_customers / customers; `orders` and
 `revenue` = the cohort's orders and their value in that month. Shares are null for an empty cohort.
-Bot events are excluded. CSV: one row per cohort and offset."""
+Bot events are excluded. CSV: one row per cohort and offset. Answered from the deriver's cohort
+months (whole months in the site's zone) or its per-customer order slots (edges and month starts
+on quarter hours), else from the events (`source=events`; `X-Racetrack-Source` says which): the
+same numbers."""
 
 
 @router.get(
@@ -280,21 +290,29 @@ Bot events are excluded. CSV: one row per cohort and offset."""
     responses=answers(CohortsAnswer, csv=True, not_modified=True),
 )
 async def cohorts(
-    request: Request, site: ReadSite, conn: Conn, start: From, end: To, tz: Tz = None, format: Format = None
+    request: Request,
+    site: ReadSite,
+    conn: Conn,
+    settings: SettingsDep,
+    start: From,
+    end: To,
+    tz: Tz = None,
+    format: Format = None,
+    source: Source = "rollups",
 ) -> Response:
     zone = zone_of(tz, site)
     period = period_of(start, end, zone, max_period_days(request))
     first = period[0].astimezone(zone).date().replace(day=1)
     last = (period[1] - timedelta(microseconds=1)).astimezone(zone).date().replace(day=1)
-    activity = await report_queries.cohort_activity(conn, site.site_id, *period, zone.key)
+    activity, answered = await report_source.cohort_activity(conn, settings, site, period, zone, source)
     sizes = {a.cohort: a.active for a in activity if a.month == a.cohort}  # month 0: every first order
     table = cohort_table(sizes, activity, first, last)
     if wants_csv(request, format):
         flat = [{"cohort": c["cohort"], "customers": c["customers"], **m} for c in table for m in c["months"]]
         columns = ["cohort", "customers", "offset", "month", "active", "active_share"]
         columns += ["repeat_customers", "repeat_share", "orders", "revenue"]
-        return conditional(request, csv_answer(flat, columns, "cohorts.csv"))
-    return conditional(request, JSONAnswer(_head(site, period, zone, cohorts=table)))
+        return with_source(conditional(request, csv_answer(flat, columns, "cohorts.csv")), answered)
+    return with_source(conditional(request, JSONAnswer(_head(site, period, zone, cohorts=table))), answered)
 
 
 REPORT_DESCRIPTION = """The RACE one-pager for a calendar month (in tz): every KPI of /v1/kpis for that

@@ -146,14 +146,15 @@ class Reader:
 
     async def quality(self, period: Period) -> Response:
         return await self._call(
-            report_api.quality, start=period.start.isoformat(), end=period.end.isoformat(), tz=self.tz,
-            granularity=Granularity.TOTAL,
+            report_api.quality, settings=self.settings, start=period.start.isoformat(), end=period.end.isoformat(),
+            tz=self.tz, granularity=Granularity.TOTAL,
         )  # fmt: skip
 
     async def cohorts(self, period: Period) -> Response:
         return await self._call(
-            report_api.cohorts, start=period.start.isoformat(), end=period.end.isoformat(), tz=self.tz
-        )
+            report_api.cohorts, settings=self.settings, start=period.start.isoformat(), end=period.end.isoformat(),
+            tz=self.tz,
+        )  # fmt: skip
 
     async def report(self, month: str) -> Response:
         return await self._call(report_api.report, pool=self.pool, settings=self.settings, month=month, tz=self.tz)

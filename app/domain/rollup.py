@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pyroaring import BitMap
@@ -106,6 +106,25 @@ def local_day(moment: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
     start = datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
     return start, end
+
+
+def months_on_quarters(start: datetime, end: datetime, zone: ZoneInfo) -> bool:
+    """Whether every local month start in (start, end) is on a quarter boundary (then a 15-minute
+    slot lies in one local month, as its events do)."""
+    month = start.astimezone(zone).date().replace(day=1)
+    while True:
+        month = (month + timedelta(days=32)).replace(day=1)
+        at = datetime.combine(month, time(), tzinfo=zone)
+        if at >= end:
+            return True
+        if not on_quarter(at):
+            return False
+
+
+def month_starting(moment: datetime, zone: ZoneInfo) -> date | None:
+    """The local month (its first day) that starts at this moment, if one does."""
+    day = moment.astimezone(zone).date()
+    return day if day.day == 1 and datetime.combine(day, time(), tzinfo=zone) == moment else None
 
 
 Unit = tuple[str, datetime]  # (level, slot start in UTC)

@@ -48,7 +48,7 @@ from app.pipeline import rollup
 from app.pipeline.partitions import rotate_partitions
 from app.pipeline.rulesets import RulesetCache
 from app.store import events as event_store
-from app.store import inbox
+from app.store import inbox, report_counters
 from app.store import persons as person_store
 from app.store import sites as site_store
 from app.store.locks import lock_derivation, try_lock_derivation
@@ -96,18 +96,24 @@ class _Work:
     site_id: int
     delta: RollupDelta
     currency: str | None  # the site's: orders in another one count without their value
+    zone: str  # the site's
     arriving: set[int] = field(default_factory=set)  # event ids that come from the inbox
     new_facts: list[tuple[Any, ...]] = field(default_factory=list)  # (inbox_id, person_id, *facts)
     changed: list[EventFacts] = field(default_factory=list)
     sessions: list[tuple[str, SessionFacts]] = field(default_factory=list)
     gone_sessions: list[str] = field(default_factory=list)
     states: dict[str, PersonState | None] = field(default_factory=dict)
+    reordered: list[int] = field(default_factory=list)  # changed events that are or were orders: recounted
+    customers: set[str] = field(default_factory=set)  # persons derived again with orders, before or after
+    buyers: set[str] = field(default_factory=set)  # persons extended with orders
 
     def add_fact(self, person_id: str, f: EventFacts, stored: Any = None) -> None:
         if f.event_id in self.arriving:
             self.new_facts.append((f.event_id, person_id, *person_store.fact_values(f)))
         elif stored is not None and person_store.fact_values(f) != tuple(stored[c] for c in FACT_COLUMNS):
             self.changed.append(f)
+            if f.is_order or stored["is_order"]:
+                self.reordered.append(f.event_id)
 
 
 async def derive_persons(
@@ -119,7 +125,7 @@ async def derive_persons(
     all their stored events). `moved`: anonymousIds whose anonymous events now belong to another
     person; `demoted`: stored events that are no longer events (an earlier copy of their order)."""
     moved = moved or {}
-    work = _Work(site_id, RollupDelta(zone), currency, {e.event_id for _, e in arriving})
+    work = _Work(site_id, RollupDelta(zone), currency, zone.key, {e.event_id for _, e in arriving})
     by_person: dict[str, list[Event]] = {}
     for person_id, event in arriving:
         by_person.setdefault(person_id, []).append(event)
@@ -171,6 +177,8 @@ def _extend(
         event = events_of[f.event_id]
         if not event.is_bot and f.session_key is not None:
             counted.append((_fact(f, event), groups[f.session_key]))
+        if f.is_order and not event.is_bot:
+            work.buyers.add(person_id)
     work.delta.add_events(number, counted)
 
 
@@ -191,6 +199,8 @@ async def _derive_again(
     for row in rows:
         if not row["is_bot"] and row["session_key"] in old_groups:
             old_facts[row["person_id"]].append((row, old_groups[row["session_key"]]))
+        if row["is_order"] and not row["is_bot"]:
+            work.customers.add(row["person_id"])
         if row["event_id"] in demoted:
             continue
         anonymous = row["anonymous_id"]
@@ -201,10 +211,12 @@ async def _derive_again(
     new_keys: set[str] = set()
     for person_id, person_events in events.items():
         facts, sessions, state = derive_person_state(person_id, person_events, ruleset_for, work.currency)
+        by_id = {e.event_id: e for e in person_events}
         for f in facts:
             work.add_fact(person_id, f, stored.get(f.event_id))
+            if f.is_order and not by_id[f.event_id].is_bot:
+                work.customers.add(person_id)
         groups = {s.session_key: groups_of(s) for s in sessions}
-        by_id = {e.event_id: e for e in person_events}
         counted = [(_fact(f, by_id[f.event_id]), groups[f.session_key]) for f in facts
                    if not by_id[f.event_id].is_bot and f.session_key is not None]  # fmt: skip
         new_side.append((numbers[person_id], counted, sessions))
@@ -221,12 +233,18 @@ async def _derive_again(
 
 async def write(conn: asyncpg.Connection, work: _Work, taken: Sequence[int]) -> None:
     """The derivation's writes: the taken inbox rows moved into `event` (with facts), changed
-    facts, sessions, states, rollup parts."""
+    facts, sessions, states, rollup parts, report counters (app.store.report_counters)."""
+    customers = sorted(work.customers | work.buyers)  # whose customer rows change
+    await report_counters.count_cohorts(conn, work.site_id, work.zone, customers, "-")
     await inbox.move_to_events(conn, work.site_id, taken, work.new_facts)
+    await report_counters.recount_stored(conn, work.site_id, work.reordered, "-")
     await person_store.write_person_changes(
         conn, work.site_id, changed=work.changed, sessions=work.sessions, gone_sessions=work.gone_sessions,
         states=work.states,
     )  # fmt: skip
+    await report_counters.recount_stored(conn, work.site_id, work.reordered, "")
+    await report_counters.recount_customers(conn, work.site_id, sorted(work.customers))
+    await report_counters.count_cohorts(conn, work.site_id, work.zone, customers, "")
     await rollup.append(conn, work.site_id, work.delta.changes())
 
 

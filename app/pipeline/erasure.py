@@ -6,9 +6,10 @@ acknowledged before the erasure belongs to its person, identity links included),
 stored contribution is read — their events' facts with their sessions' groups, and their sessions
 — and taken out of the rollups as one appended part (counters subtracted, the person's number
 removed from every set it was in: app.domain.rollup_delta.RollupDelta.replace_person with nothing
-on the new side). Then their rows go: events, sessions, person state, identity links (by their
-userId), the order claims of their counted orders with every copy of those orders, their losing
-order copies, their rows still in the inbox, and the rejected messages that carry their ids.
+on the new side), and out of the report counters (app.store.report_counters). Then their rows
+go: events, sessions, person state, identity links (by their userId), the order claims of their
+counted orders with every copy of those orders, their losing order copies, their rows still in
+the inbox, and the rejected messages that carry their ids.
 
 What stays: the claimed messageIds (message_key), so that an SDK's retry of an erased message is
 acknowledged as a duplicate and never stored again; the person's rollup number, renamed to no one
@@ -36,7 +37,7 @@ from app.pipeline import rollup
 from app.pipeline.derive import derive_batch, derive_site
 from app.pipeline.rulesets import RulesetCache
 from app.store import erasure as erasure_store
-from app.store import inbox
+from app.store import inbox, report_counters
 from app.store import persons as person_store
 from app.store import sites as site_store
 from app.store.locks import lock_derivation
@@ -127,6 +128,7 @@ async def erase_locked(conn: asyncpg.Connection, site_id: int, zone: ZoneInfo, p
     event_ids = [r["event_id"] for r in rows]
     order_ids = sorted({str(r["properties"]["order_id"]) for r in rows
                         if r["is_order"] and r["properties"].get("order_id") not in (None, "")})  # fmt: skip
+    await report_counters.forget_person(conn, site_id, zone.key, person.person_id)
     gone = await erasure_store.delete_person_rows(conn, site_id, person.person_id, anonymous)
     held = await erasure_store.delete_order_keys(conn, site_id, event_ids, order_ids)
     erased = Erased(

@@ -16,6 +16,7 @@ import asyncpg
 
 from app import metrics
 from app.domain.kpis import REGISTRY
+from app.domain.kpis.registry import ROLLUP_FAMILIES
 from app.domain.rollup import Unit, folded
 from app.domain.rollup_delta import Change
 from app.store import rollups as rollup_store
@@ -35,8 +36,9 @@ async def append(conn: asyncpg.Connection, site_id: int, changes: dict[tuple[str
 
 
 async def ensure_layouts(conn: asyncpg.Connection, site_id: int) -> bool:
-    """Whether every rollup row of the site is in the registry's layouts; when not, the registry's
-    are recorded, incomplete (the rows are to be rebuilt)."""
+    """Whether every rollup row of the site is in the registry's layouts (the report counters'
+    families aside: they are not rollup rows); when a family is not, the registry's layout is
+    recorded, incomplete (its rows are to be rebuilt)."""
     wanted = REGISTRY.layouts()
     found = await rollup_store.rollup_layouts(conn, site_id)
     if found and all(found.get(family) == (layout.fingerprint, True) for family, layout in wanted.items()):
@@ -47,7 +49,7 @@ async def ensure_layouts(conn: asyncpg.Connection, site_id: int) -> bool:
         return current
     changed = {f: layout for f, layout in wanted.items() if found.get(f, ("", False))[0] != layout.fingerprint}
     await rollup_store.record_layouts(conn, site_id, changed, False)
-    return False
+    return all(f not in changed and found.get(f) == (wanted[f].fingerprint, True) for f in ROLLUP_FAMILIES)
 
 
 async def compact(conn: asyncpg.Connection, site_id: int, keys: Sequence[tuple[str, Unit, str]]) -> int:

@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from app.domain.normalize import Rejection
+from app.store import report_counters
 from app.store.batch import each_key, rows_of_keys
 
 
@@ -49,10 +50,12 @@ async def set_order_winners(
 
 
 async def demote_orders(conn: asyncpg.Connection, site_id: int, losers: dict[int, str]) -> None:
-    """Stored copies (event id -> order id) that an earlier copy displaced leave `event`."""
+    """Stored copies (event id -> order id) that an earlier copy displaced leave `event` (and the
+    quality counts; their persons are derived again, which recounts their orders)."""
     if losers:
         await conn.execute(
-            f"""WITH gone AS (DELETE FROM event WHERE {rows_of_keys(2, "int8", "event", "event_id")} RETURNING *)
+            f"""WITH gone AS (DELETE FROM event WHERE {rows_of_keys(2, "int8", "event", "event_id")} RETURNING *),
+               q AS ({report_counters.quality_add(f"(SELECT {report_counters.QUALITY_COLUMNS} FROM gone)", "-")})
                INSERT INTO duplicate_order (site_id, event_id, order_id, message_id, event_at, received_at,
                                             anonymous_id, user_id, properties)
                SELECT g.site_id, g.event_id, l.order_id, g.message_id, g.event_at, g.received_at, g.anonymous_id,

@@ -17,7 +17,7 @@ import asyncpg
 
 from app.domain.normalize import IncomingEvent, Rejection
 from app.store import persons as person_store
-from app.store import tables
+from app.store import report_counters, tables
 from app.store.batch import json_rows
 
 PARTITION_SIZE = 1_000_000  # ids per partition (the migration made the first ones)
@@ -211,19 +211,27 @@ async def take(conn: asyncpg.Connection, site_id: int, limit: int) -> list[Any]:
 async def move_to_events(
     conn: asyncpg.Connection, site_id: int, taken: Sequence[int], facts: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Delete the taken rows; the ones with facts (inbox_id, *ARRIVING_FACT_COLUMNS) become events."""
+    """Delete the taken rows; the ones with facts (inbox_id, *ARRIVING_FACT_COLUMNS) become events,
+    and count in the report counters (app.store.report_counters) in the same statement."""
     if not taken:
         return
+    await conn.execute(_MOVE, site_id, list(taken), list(facts), min(taken), max(taken))
+
+
+def _move_sql() -> str:
     moved = ", ".join(f"m.{c}" for c in COLUMNS)
     facts_sql = json_rows(3, ("inbox_id", *ARRIVING_FACT_COLUMNS), ("int8", *ARRIVING_FACT_TYPES))
-    await conn.execute(
-        f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id BETWEEN $4 AND $5
-                        AND inbox_id = ANY($2::int8[]) RETURNING *)
-            INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(ARRIVING_FACT_COLUMNS)})
-            SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in ARRIVING_FACT_COLUMNS)}
-            FROM m JOIN ({facts_sql}) AS f ON f.inbox_id = m.inbox_id""",
-        site_id, list(taken), list(facts), min(taken), max(taken),
-    )  # fmt: skip
+    return f"""WITH m AS (DELETE FROM inbox WHERE site_id = $1 AND inbox_id BETWEEN $4 AND $5
+                   AND inbox_id = ANY($2::int8[]) RETURNING *),
+       e AS (INSERT INTO event (event_id, {", ".join(COLUMNS)}, {", ".join(ARRIVING_FACT_COLUMNS)})
+             SELECT m.inbox_id, {moved}, {", ".join(f"f.{c}" for c in ARRIVING_FACT_COLUMNS)}
+             FROM m JOIN ({facts_sql}) AS f ON f.inbox_id = m.inbox_id
+             RETURNING {report_counters.COUNTED_COLUMNS}),
+       q AS ({report_counters.quality_add("e")})
+  {report_counters.customers_add("e")}"""
+
+
+_MOVE = _move_sql()
 
 
 async def move_to_duplicates(conn: asyncpg.Connection, site_id: int, losers: dict[int, str]) -> None:

@@ -6,7 +6,7 @@ Bucket expressions come from kpi_queries.Query; goal names, periods and windows 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -179,10 +179,29 @@ async def person_events(conn: asyncpg.Connection, site_id: int, person_id: str) 
 # ---- data quality --------------------------------------------------------------------------------
 
 
-async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[asyncpg.Record]]:
+def _quality_events_sql(q: Query) -> str:
+    return f"""SELECT {q.bucket("received_at")} AS bucket, count(*) FILTER (WHERE is_bot) AS bots,
+                   count(*) FILTER (WHERE event_at < received_at - interval '{LATE_AFTER}') AS late,
+                   count(*) FILTER (WHERE is_order AND NOT is_bot AND value IS NULL
+                                      AND upper(btrim(properties->>'currency'))
+                                          <> (SELECT currency FROM site WHERE site_id = $1)) AS other_currency_orders
+            FROM event WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1"""
+
+
+def _quality_counted_sql(q: Query) -> str:
+    """The same from the deriver's receipt slots (app.store.report_counters): exact when the
+    buckets' edges are on quarter hours."""
+    return f"""SELECT {q.bucket("slot")} AS bucket, sum(bots)::bigint AS bots, sum(late)::bigint AS late,
+                   COALESCE(sum(unvalued_orders) FILTER (
+                     WHERE currency <> (SELECT currency FROM site WHERE site_id = $1)), 0)::bigint
+                     AS other_currency_orders
+            FROM quality_counter WHERE site_id = $1 AND slot >= $2 AND slot < $3 GROUP BY 1"""
+
+
+async def quality_counts(conn: asyncpg.Connection, q: Query, counted: bool = False) -> dict[str, list[asyncpg.Record]]:
     """By receipt: ingestion counters (per UTC hour, bucketed by the hour's start), rejections per
     reason, bot events, late events (event time more than 24 h before receipt), and stored copies of
-    an order id that an earlier copy beat."""
+    an order id that an earlier copy beat. `counted`: the event counts from the deriver's counters."""
     counters = await conn.fetch(
         f"""SELECT {q.bucket("hour")} AS bucket, sum(accepted)::bigint AS accepted,
                    sum(duplicates)::bigint AS duplicates, sum(rejected)::bigint AS rejected
@@ -195,15 +214,7 @@ async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[a
             GROUP BY 1, 2 ORDER BY 1, 2""",
         *q.params,
     )
-    events = await conn.fetch(
-        f"""SELECT {q.bucket("received_at")} AS bucket, count(*) FILTER (WHERE is_bot) AS bots,
-                   count(*) FILTER (WHERE event_at < received_at - interval '{LATE_AFTER}') AS late,
-                   count(*) FILTER (WHERE is_order AND NOT is_bot AND value IS NULL
-                                      AND upper(btrim(properties->>'currency'))
-                                          <> (SELECT currency FROM site WHERE site_id = $1)) AS other_currency_orders
-            FROM event WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1""",
-        *q.params,
-    )
+    events = await conn.fetch((_quality_counted_sql if counted else _quality_events_sql)(q), *q.params)
     orders = await conn.fetch(
         f"""SELECT {q.bucket("received_at")} AS bucket, count(*) AS n
             FROM duplicate_order WHERE site_id = $1 AND received_at >= $2 AND received_at < $3 GROUP BY 1""",
@@ -215,14 +226,7 @@ async def quality_counts(conn: asyncpg.Connection, q: Query) -> dict[str, list[a
 # ---- cohorts -------------------------------------------------------------------------------------
 
 
-async def cohort_activity(
-    conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime, tz: str
-) -> list[CohortActivity]:
-    """Customers whose first order is in [start, end), by the local month of that order (their
-    cohort); per cohort and local month until `end`: customers with an order, customers with a
-    repeat order, orders and revenue. Month 0's `active` is the cohort's size (its first orders)."""
-    rows = await conn.fetch(
-        """WITH cohort AS (
+_COHORTS_FROM_EVENTS = """WITH cohort AS (
              SELECT person_id, min(date_trunc('month', event_at AT TIME ZONE $4))::date AS cohort
              FROM event
              WHERE site_id = $1 AND is_first_order AND NOT is_bot AND event_at >= $2 AND event_at < $3
@@ -234,13 +238,49 @@ async def cohort_activity(
            FROM cohort c
            JOIN event e ON e.site_id = $1 AND e.person_id = c.person_id AND e.is_order AND NOT e.is_bot
              AND e.event_at < $3
-           GROUP BY 1, 2""",
-        site_id,
-        start,
-        end,
-        tz,
-    )
+           GROUP BY 1, 2"""
+# The same from the deriver's per-customer slots (app.store.report_counters): exact when $2, $3 and
+# every local month start between them are on quarter hours. A customer's slots, month by month.
+_COHORTS_FROM_COUNTERS = """WITH cohort AS (
+             SELECT person_id, min(date_trunc('month', slot AT TIME ZONE $4))::date AS cohort
+             FROM customer_orders
+             WHERE site_id = $1 AND first_orders > 0 AND slot >= $2 AND slot < $3
+             GROUP BY person_id),
+           monthly AS (
+             SELECT c.cohort, c.person_id, date_trunc('month', o.slot AT TIME ZONE $4)::date AS month,
+                    bool_or(o.repeat_orders > 0) AS repeated, sum(o.orders) AS orders, sum(o.cents) AS cents
+             FROM cohort c
+             CROSS JOIN LATERAL (SELECT slot, orders, repeat_orders, cents FROM customer_orders o
+                                 WHERE o.site_id = $1 AND o.person_id = c.person_id AND o.slot < $3 OFFSET 0) o
+             GROUP BY 1, 2, 3)
+           SELECT cohort, month, count(*) AS active, count(*) FILTER (WHERE repeated) AS repeat_customers,
+                  sum(orders)::bigint AS orders, (sum(cents) / 100)::float8 AS revenue
+           FROM monthly GROUP BY 1, 2"""
+
+
+async def cohort_months(conn: asyncpg.Connection, site_id: int, first: date, end: date) -> list[CohortActivity]:
+    """cohort_activity of the site-local months [first, end) from the deriver's cohort months."""
+    rows = await conn.fetch(
+        """SELECT cohort, month, active, repeat_customers, orders, (cents / 100)::float8 AS revenue
+           FROM cohort_month WHERE site_id = $1 AND cohort >= $2 AND cohort < $3 AND month < $3 AND active > 0""",
+        site_id, first, end,
+    )  # fmt: skip
+    return _activity(rows)
+
+
+def _activity(rows: Sequence[Any]) -> list[CohortActivity]:
     return [
         CohortActivity(r["cohort"], r["month"], r["active"], r["repeat_customers"], r["orders"], r["revenue"])
         for r in rows
     ]
+
+
+async def cohort_activity(
+    conn: asyncpg.Connection, site_id: int, start: datetime, end: datetime, tz: str, counted: bool = False
+) -> list[CohortActivity]:
+    """Customers whose first order is in [start, end), by the local month of that order (their
+    cohort); per cohort and local month until `end`: customers with an order, customers with a
+    repeat order, orders and revenue. Month 0's `active` is the cohort's size (its first orders).
+    `counted`: from the deriver's customer counters."""
+    rows = await conn.fetch(_COHORTS_FROM_COUNTERS if counted else _COHORTS_FROM_EVENTS, site_id, start, end, tz)
+    return _activity(rows)

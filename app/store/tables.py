@@ -1,5 +1,5 @@
 """The schema in code: every table, index, constraint, partitioning and sequence that the migrations
-(migrations/versions/, 0001-0012) create, as SQLAlchemy Core tables on one MetaData.
+(migrations/versions/, 0001-0014) create, as SQLAlchemy Core tables on one MetaData.
 
 The migrations stay the way the schema changes; this module is what it is. `alembic check` (and
 tests/integration/test_schema.py) compares the two on a freshly migrated database and fails on any
@@ -368,6 +368,52 @@ rollup_layout = Table(
     PrimaryKeyConstraint("site_id", "family"),
 )  # fmt: skip
 rollup_part_seq = Sequence("rollup_part_seq", metadata=metadata)
+
+# --- report counters (0014): /v1/quality and /v1/cohorts without scanning events ------------------
+
+# Per 15-minute receipt slot (app.store.report_counters): stored events that are bots, that came
+# late, and non-bot orders without a value per the currency they were sent in ('' for none).
+# Kept by the deriver in its transaction; family 'quality' in rollup_layout.
+quality_counter = Table(
+    "quality_counter", metadata,
+    _site_id(),
+    _timestamp("slot"),
+    Column("currency", Text, nullable=False),  # upper(btrim(properties->>'currency')), '' when absent
+    Column("bots", BigInteger, nullable=False, server_default=ZERO),
+    Column("late", BigInteger, nullable=False, server_default=ZERO),
+    Column("unvalued_orders", BigInteger, nullable=False, server_default=ZERO),
+    PrimaryKeyConstraint("site_id", "slot", "currency"),
+)  # fmt: skip
+
+# Per customer and 15-minute slot of event time: their non-bot orders (first, repeat, all) and the
+# orders' value in cents. Kept by the deriver; family 'cohort' in rollup_layout.
+customer_orders = Table(
+    "customer_orders", metadata,
+    _site_id(),
+    Column("person_id", Text, nullable=False),
+    _timestamp("slot"),
+    Column("orders", Integer, nullable=False),
+    Column("first_orders", Integer, nullable=False),
+    Column("repeat_orders", Integer, nullable=False),
+    Column("cents", Double, nullable=False),
+    PrimaryKeyConstraint("site_id", "person_id", "slot"),
+    Index("ix_customer_orders_site_slot", "site_id", "slot"),
+)  # fmt: skip
+
+# Per cohort (the site-local month of a customer's first order) and site-local month: the cohort's
+# customers with an order then, with a repeat order then, their orders and value in cents; a sum
+# over customers of what their customer_orders rows make of them. Family 'cohort' too.
+cohort_month = Table(
+    "cohort_month", metadata,
+    _site_id(),
+    Column("cohort", Date, nullable=False),
+    Column("month", Date, nullable=False),
+    Column("active", BigInteger, nullable=False),
+    Column("repeat_customers", BigInteger, nullable=False),
+    Column("orders", BigInteger, nullable=False),
+    Column("cents", Double, nullable=False),
+    PrimaryKeyConstraint("site_id", "cohort", "month"),
+)  # fmt: skip
 
 # --- background jobs (0002) ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ is compared here between the catalogs of the migrated schema and of `tables.meta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -60,12 +61,19 @@ async def test_site_purge_covers_every_table_with_site_data(db: asyncpg.Connecti
 @pytest.fixture(scope="module")
 async def fresh_database(database_url: str) -> AsyncIterator[str]:
     """A database of this module's own, migrated from nothing to head."""
-    name = f"racetrack_schema_{uuid.uuid4().hex[:8]}"
+    async with _scratch_database(database_url, "racetrack_schema") as url:
+        await asyncio.to_thread(migrate, url)  # alembic runs its own event loop
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _scratch_database(database_url: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own on the test server, dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(asyncpg_dsn(database_url))
     await admin.execute(f"CREATE DATABASE {name}")
     url = with_database(database_url, name)  # keeps an embedded server's ?host= socket folder
     try:
-        await asyncio.to_thread(migrate, url)  # alembic runs its own event loop
         yield url
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -179,12 +187,8 @@ async def test_upgrading_a_populated_database_keeps_the_rollups(database_url: st
     from app.domain.kpis import REGISTRY
     from app.store.rollups import rollup_layouts
 
-    name = f"racetrack_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(asyncpg_dsn(database_url))
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = with_database(database_url, name)
-    config = alembic_config(url)
-    try:
+    async with _scratch_database(database_url, "racetrack_upgrade") as url:
+        config = alembic_config(url)
         await asyncio.to_thread(command.upgrade, config, "0011")
         conn = await asyncpg.connect(asyncpg_dsn(url))
         try:
@@ -213,6 +217,74 @@ async def test_upgrading_a_populated_database_keeps_the_rollups(database_url: st
             assert (back["pageviews"], back["visitors"], back["order_persons_removed"]) == (2, visitors, removed)
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+
+
+async def test_upgrading_a_populated_database_builds_the_report_counters(database_url: str) -> None:
+    """Migration 0014 records the quality and cohort families of a site with events as still to be
+    built; the deriver's layout conversion builds them from the events, and a downgrade drops them."""
+    from zoneinfo import ZoneInfo
+
+    from app.domain.kpis import Granularity
+    from app.rollups import convert_stale
+    from app.store import report_queries
+    from app.store.database import create_pool
+    from app.store.kpi_queries import Query
+    from app.store.rollups import rollup_layouts
+
+    async with _scratch_database(database_url, "racetrack_upgrade") as url:
+        config = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, config, "0013")
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            site = await conn.fetchval("INSERT INTO site (name, timezone, currency) VALUES ('s', 'Asia/Kolkata', "
+                                       "'EUR') RETURNING site_id")  # fmt: skip
+            events = [  # (person, event time, received, bot, order, first, repeat, value, currency)
+                ("u:a", "2026-03-01T10:00:00Z", "2026-03-01T10:00:01Z", False, True, True, False, 10.0, None),
+                ("u:a", "2026-03-31T20:00:00Z", "2026-04-02T10:00:00Z", False, True, False, True, None, "usd"),
+                ("u:b", "2026-04-03T10:00:00Z", "2026-04-03T10:00:01Z", False, True, True, False, 5.5, "EUR"),
+                ("a:c", "2026-04-03T11:00:00Z", "2026-04-03T11:00:01Z", True, False, False, False, None, None),
+            ]
+            for i, (person, at, received, bot, order, first, repeat, value, currency) in enumerate(events):
+                await conn.execute(
+                    """INSERT INTO event (site_id, event_id, message_id, type, event_at, received_at, channel,
+                                          device, is_bot, person_id, is_order, is_first_order, is_repeat_order,
+                                          value, properties)
+                       VALUES ($1, $2, $3, 'track', $4, $5, 'Direct', 'desktop', $6, $7, $8, $9, $10, $11,
+                               jsonb_strip_nulls(jsonb_build_object('currency', $12::text)))""",
+                    site, i + 1, f"m{i}", datetime.fromisoformat(at), datetime.fromisoformat(received), bot, person,
+                    order, first, repeat, value, currency,
+                )  # fmt: skip
+            await conn.execute(
+                """INSERT INTO rollup_layout (site_id, family, fingerprint, quantities, complete)
+                   VALUES ($1, 'kpi', 'f', '{}', true), ($1, 'goal', 'g', '{}', true)""",
+                site,
+            )
+            await asyncio.to_thread(command.upgrade, config, "head")
+            found = await rollup_layouts(conn, site)
+            assert (found["quality"][1], found["cohort"][1]) == (False, False)
+            pool = await create_pool(url, 1, 2)
+            try:
+                assert await convert_stale(pool) == 1
+            finally:
+                await pool.close()
+            found = await rollup_layouts(conn, site)
+            assert found["quality"][1] and found["cohort"][1]
+            start, end = datetime.fromisoformat("2026-02-28T18:30:00Z"), datetime.fromisoformat("2026-04-30T18:30:00Z")
+            q = Query(site, start, end, "Asia/Kolkata", Granularity.MONTH, None)
+            counted = await report_queries.quality_counts(conn, q, counted=True)
+            scanned = await report_queries.quality_counts(conn, q)
+            nonzero = [sorted(tuple(r) for r in found["events"] if any(r[1:])) for found in (counted, scanned)]
+            assert nonzero[0] == nonzero[1] and len(nonzero[0]) == 1  # a bucket without any reads as zeros
+            assert sum(r["bots"] for r in counted["events"]) == 1 and sum(r["late"] for r in counted["events"]) == 1
+            assert sum(r["other_currency_orders"] for r in counted["events"]) == 1
+            cohorts = set(await report_queries.cohort_activity(conn, site, start, end, "Asia/Kolkata"))
+            assert set(await report_queries.cohort_activity(conn, site, start, end, "Asia/Kolkata", counted=True)) == (
+                cohorts)  # fmt: skip
+            months = await report_queries.cohort_months(conn, site, *(d.astimezone(ZoneInfo("Asia/Kolkata")).date()
+                                                                      for d in (start, end)))  # fmt: skip
+            assert set(months) == cohorts and len(cohorts) == 3
+            await asyncio.to_thread(command.downgrade, config, "0013")
+            assert set(await rollup_layouts(conn, site)) == {"kpi", "goal"}
+            assert await conn.fetchval("SELECT to_regclass('customer_orders')") is None
+        finally:
+            await conn.close()

@@ -260,6 +260,20 @@ def layout_of(counters: Iterable[Counter], person_sets: Iterable[PersonSet]) -> 
 
 
 GOAL_LAYOUT = layout_of(GOAL_COUNTERS, GOAL_SETS)
+ROLLUP_FAMILIES = ("kpi", "goal")  # the families whose rows are in `rollup`
+# The deriver's report counters (app.store.report_counters): tables of their own, recorded and
+# rebuilt as the rollups' families are. A change of what they hold changes its description here.
+QUALITY_LAYOUT = Layout(("bots", "late", "unvalued_orders"), (), (
+    "quality by 15-minute receipt slot and upper(btrim(currency)) ('' when absent)",
+    "counter bots: events where is_bot",
+    "counter late: events where event_at < received_at - 24 hours",
+    "counter unvalued_orders: events where is_order and not is_bot and value absent and currency present",
+))  # fmt: skip
+COHORT_LAYOUT = Layout(("orders", "first_orders", "repeat_orders", "cents"), (), (
+    "customer orders by person and 15-minute slot of event time, events where is_order and not is_bot",
+    "counter orders: events", "counter first_orders: events where is_first_order",
+    "counter repeat_orders: events where is_repeat_order", "counter cents: cents of value",
+))  # fmt: skip
 
 
 # --- KPIs --------------------------------------------------------------------------------------
@@ -452,8 +466,9 @@ class Registry:
         return self.derived(_layout)
 
     def layouts(self) -> dict[str, Layout]:
-        """Each family of rollup rows and its layout: 'kpi' (every breakdown dimension), 'goal'."""
-        return {"kpi": self.layout(), "goal": GOAL_LAYOUT}
+        """Each family of rollup rows and its layout: 'kpi' (every breakdown dimension), 'goal'; and
+        the report counters' families, 'quality' and 'cohort'."""
+        return {"kpi": self.layout(), "goal": GOAL_LAYOUT, "quality": QUALITY_LAYOUT, "cohort": COHORT_LAYOUT}
 
     def person_set(self, name: str) -> PersonSet:
         return next(s for s in self.person_sets if s.name == name)
