@@ -69,9 +69,6 @@ def _local(moment: datetime | None, zone: ZoneInfo) -> str | None:
     return moment.astimezone(zone).isoformat() if moment else None
 
 
-_head = answer_head  # as /v1/quality and /v1/cohorts call it (their bodies are changed on another branch)
-
-
 GOALS_DESCRIPTION = """Per bucket (by event time in tz) and goal, over non-bot events of [from, to):
 `completions` (events classified with that goal), `persons` (distinct persons with a completion),
 `value` (sum of the events' values; 0 when none has one). Every goal seen in the period is listed in
@@ -264,7 +261,7 @@ async def quality(
             *(f"rejected_{k}" for k in codes),
         ]
         return with_source(conditional(request, csv_answer(flat, columns, "quality.csv")), answered)
-    head = _head(site, period, zone, granularity=granularity.value, buckets=rows)
+    head = answer_head(site, period, zone, granularity=granularity.value, buckets=rows)
     return with_source(conditional(request, JSONAnswer(head)), answered)
 
 
@@ -312,7 +309,7 @@ async def cohorts(
         columns = ["cohort", "customers", "offset", "month", "active", "active_share"]
         columns += ["repeat_customers", "repeat_share", "orders", "revenue"]
         return with_source(conditional(request, csv_answer(flat, columns, "cohorts.csv")), answered)
-    return with_source(conditional(request, JSONAnswer(_head(site, period, zone, cohorts=table))), answered)
+    return with_source(conditional(request, JSONAnswer(answer_head(site, period, zone, cohorts=table))), answered)
 
 
 REPORT_DESCRIPTION = """The RACE one-pager for a calendar month (in tz): every KPI of /v1/kpis for that
