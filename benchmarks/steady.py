@@ -175,8 +175,8 @@ async def run(url: str, key: str, database_url: str, site_id: int, rate: float, 
                 load.dispatch(start + n / rate, requests[n])
                 n += 1
                 result.sent += 1
-            if n < total:
-                await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+            if n < total:  # at least a millisecond: shorter timers spin on uvloop (libuv counts in ms)
+                await asyncio.sleep(max(0.001, start + n / rate - time.perf_counter()))
         load.scheduled_all = True
         if not load.outstanding:
             load.done.set()
