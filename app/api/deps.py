@@ -171,12 +171,16 @@ async def resolve_write_site(request: Request, body_key: str | None) -> Site:
     return hit.site
 
 
-async def secret_key(request: Request, conn: asyncpg.Connection) -> KeyHit:
+async def secret_key(request: Request) -> KeyHit:
+    """The read or admin key's site. The key is looked up on a connection of its own, released before
+    the key's rate limit may make the request wait its turn: waiting requests hold no connection."""
     token = bearer_token(request)
     if not token:
         raise Unauthorized("send the site's read or admin key as 'Authorization: Bearer <key>'", "missing_key")
     await check_failures(request)
-    found = await site_store.secret_key_hit(conn, token)
+    pool: asyncpg.Pool = _state(request, "pool")
+    async with pool.acquire() as conn:
+        found = await site_store.secret_key_hit(conn, token)
     if found is None:
         await auth_failed(request, "secret", token)
         raise Unauthorized("unknown key", "invalid_key")
@@ -186,16 +190,18 @@ async def secret_key(request: Request, conn: asyncpg.Connection) -> KeyHit:
     return found
 
 
-async def _wait_for_derivation(request: Request, conn: asyncpg.Connection, site: Site) -> None:
+async def _wait_for_derivation(request: Request, site: Site) -> None:
     settings: Settings = _state(request, "settings")
-    request.state.freshness = await wait_for_derivation(conn, site.site_id, settings.read_wait_seconds)
+    pool: asyncpg.Pool = _state(request, "pool")
+    async with pool.acquire() as conn:
+        request.state.freshness = await wait_for_derivation(conn, site.site_id, settings.read_wait_seconds)
 
 
-async def read_site(request: Request, conn: Conn) -> Site:
+async def read_site(request: Request) -> Site:
     """The site of a read (or admin) key; the request waits for the events acknowledged before it
     (bounded), so what it reads includes them."""
-    site = (await secret_key(request, conn)).site
-    await _wait_for_derivation(request, conn, site)
+    site = (await secret_key(request)).site
+    await _wait_for_derivation(request, site)
     return site
 
 
@@ -206,11 +212,11 @@ def freshness(request: Request) -> dict[str, Any] | None:
     return fresh.fields() if fresh else None
 
 
-async def admin_site(request: Request, conn: Conn) -> Site:
-    hit = await secret_key(request, conn)
+async def admin_site(request: Request) -> Site:
+    hit = await secret_key(request)
     if hit.kind != "admin":
         raise Forbidden("this needs the site's admin key", "admin_key_required")
-    await _wait_for_derivation(request, conn, hit.site)
+    await _wait_for_derivation(request, hit.site)
     return hit.site
 
 

@@ -10,11 +10,12 @@ limit. Limits of fewer than 100 per window are counted request by request, exact
 window (the sliding window counter's weighting of the previous window rounds down, which admits one
 request more than a small limit across a window's edge).
 
-Limits of 100 or more per window (the ingestion ones) are also paced, in each process (GCRA): a burst
-of 1 % of the limit passes at once, and beyond it an identity's requests wait their turn at the
-limit's rate, for up to one window, instead of all being admitted in the first moments of a window and
-then refused. A flood from one key or address then costs the server its limit spread evenly over the
-window, not in bursts at the speed of the workers; a legitimate burst is delayed, not refused.
+Fast limits (20 or more a second: ingestion's and reads') are also paced, in each process (GCRA): a
+burst of 1 % of the limit (at least 10) passes at once, and beyond it an identity's requests wait their
+turn at the limit's rate, for up to one window, instead of all being admitted in the first moments of a
+window and then refused. A flood from one key or address then costs the server its limit spread evenly
+over the window, not in bursts at the speed of the workers; a legitimate burst is delayed, not refused.
+A request waits its turn holding no database connection (see app.api.deps).
 
 A refused request is answered late (rate_limit_hold_seconds, 1 s): a client that retries at once, as
 an attacker's loop does, then costs one refusal per connection per second instead of as many as the
@@ -78,6 +79,17 @@ def client_host(conn: HTTPConnection) -> str | None:
 LEASE_FRACTION = 100  # a lease is 1/100 of the limit
 LEASE_WINDOWS = 10  # and is spent within 1/10 of the limit's window, or lapses
 MAX_LEASES = 10_000  # beyond this many identities, lapsed leases are dropped
+PACE_INTERVAL = 0.05  # limits whose turns are this close (20 or more a second) are paced
+PACE_BURST = 10  # a paced limit's burst: at least this many at once (a dashboard's or BI tool's parallel reads)
+
+
+def paced(item: RateLimitItem) -> bool:
+    return item.get_expiry() / item.amount <= PACE_INTERVAL
+
+
+def burst(item: RateLimitItem) -> int:
+    """How many of a paced limit's requests pass at once: 1 % of the limit, at least 10, at most half."""
+    return max(item.amount // LEASE_FRACTION, min(PACE_BURST, item.amount // 2))
 
 
 @dataclass(slots=True)
@@ -124,13 +136,16 @@ class RateLimits:
         return self._exact if item.amount < LEASE_FRACTION else self._counter
 
     async def _pace(self, kind: str, item: RateLimitItem, identity: str) -> None:
-        """Wait this identity's turn at the limit's rate (GCRA's theoretical arrival time); 429 if the
-        turn is more than a window away or too many requests wait already."""
+        """Wait this identity's turn (GCRA's theoretical arrival time); 429 if the turn is more than a
+        window away or too many requests wait already. Turns come at the limit's rate less the burst
+        (a burst of 10 at 50/second, then one each 1/40 s), so that a window never holds more than the
+        limit and the count itself never refuses a request that waited its turn."""
         now = time.monotonic()
         key = (kind, identity, item)
-        interval = item.get_expiry() / item.amount
+        allowance = burst(item)
+        interval = item.get_expiry() / (item.amount - allowance)
         due = max(self._due.get(key, now), now)
-        wait = due - now - interval * (item.amount // LEASE_FRACTION)  # a burst of 1 % passes at once
+        wait = due - now - interval * (allowance - 1)  # the burst passes at once
         if wait > 0 and (wait > item.get_expiry() or self.paced >= self.hold_max):
             raise await self._refusal(kind, item, identity)
         if len(self._due) >= MAX_LEASES and key not in self._due:
@@ -148,7 +163,7 @@ class RateLimits:
         """Wait its turn (paced limits), then count one request; over any of the limits: 429 with
         Retry-After."""
         for item in items:
-            if item.amount >= LEASE_FRACTION:
+            if paced(item):
                 await self._pace(kind, item, identity)
         now = time.monotonic()
         for item in items:
