@@ -1,4 +1,5 @@
-"""Advisory locks: a site's derivation (one deriver per site at a time) and running jobs."""
+"""Advisory locks: a site's derivation (one deriver per site at a time), running jobs, and the inbox's
+partition rotation (one process at a time)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ async def try_lock_conversion(conn: asyncpg.Connection, site_id: int) -> bool:
 
 async def unlock_conversion(conn: asyncpg.Connection, site_id: int) -> None:
     await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("convert", site_id, ""))
+
+
+async def try_lock_rotation(conn: asyncpg.Connection) -> bool:
+    """A session lock: this connection makes and drops inbox partitions (every worker and deriver
+    rotates them, at start-up and then every second; one at a time)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("rotate", 0, "")))
+
+
+async def unlock_rotation(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", lock_key("rotate", 0, ""))

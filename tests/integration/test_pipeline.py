@@ -4,13 +4,14 @@ reliance on vacuum)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import httpx
 
 from app.pipeline.partitions import rotate_partitions
-from app.store import inbox
+from app.store import inbox, locks
 from app.store.database import _init_connection, asyncpg_dsn
 from tests.conftest import create_site, drain
 
@@ -96,3 +97,24 @@ async def test_lookups_start_past_derived_rows_and_a_flush_under_way_is_never_sk
     finally:
         await pending.close()
         await other.close()
+
+
+async def test_workers_starting_together_rotate_partitions_one_at_a_time(database_url: str) -> None:
+    """Every worker rotates at start-up: while one holds the rotation, another skips its round (it
+    used to find a partition the first had just dropped, and failed its start-up)."""
+    first, second = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        current = await inbox.current_id(first)
+        index = current // inbox.PARTITION_SIZE
+        await first.execute("SELECT setval('event_event_id_seq', $1)", (index + 1) * inbox.PARTITION_SIZE + 5)
+        assert await locks.try_lock_rotation(first)
+        assert await rotate_partitions(second) == (0, 0)  # skipped: nothing made or dropped
+        assert f"inbox_p{index}" in await inbox.partitions(second)
+        await locks.unlock_rotation(first)
+        _, dropped = await rotate_partitions(second)
+        assert dropped >= 1 and f"inbox_p{index}" not in await inbox.partitions(second)
+        results = await asyncio.gather(rotate_partitions(first), rotate_partitions(second))  # both at once
+        assert all(isinstance(r, tuple) for r in results)
+    finally:
+        await first.close()
+        await second.close()
