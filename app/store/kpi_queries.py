@@ -147,19 +147,23 @@ GROUP BY 1, 2"""
 
 
 async def event_counts(
-    pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket]
+    pool: asyncpg.Pool, q: Query, bucket_list: Sequence[Bucket], history: bool = True
 ) -> dict[tuple[datetime, str], Counts]:
     """Counts per (aligned bucket start, group) aggregated from the events and sessions; group ''
     when there is no breakdown. The four queries run at once, each on its own connection
-    (PostgreSQL works them in parallel)."""
+    (PostgreSQL works them in parallel). history=False leaves out the two that read every order
+    before the period (active and to-date customers, to-date revenue): for a count of the last
+    minutes that needs none of them."""
     aligned = [b.aligned for b in bucket_list]
     ends = [b.end for b in bucket_list]
-    events, sessions, active, to_date = await asyncio.gather(
-        _fetch(pool, _event_counts_sql(q), *q.params),
-        _fetch(pool, _session_counts_sql(q), *q.params),
-        _fetch(pool, _active_customers_sql(q), *q.params, aligned, ends, hash_joins=True),
-        _fetch(pool, _to_date_sql(q), *q.params),
-    )
+    window = [_fetch(pool, _event_counts_sql(q), *q.params), _fetch(pool, _session_counts_sql(q), *q.params)]
+    if history:
+        window += [
+            _fetch(pool, _active_customers_sql(q), *q.params, aligned, ends, hash_joins=True),
+            _fetch(pool, _to_date_sql(q), *q.params),
+        ]
+    events, sessions, *rest = await asyncio.gather(*window)
+    active, to_date = rest or ([], None)
     result: dict[tuple[datetime, str], Counts] = {}
 
     def slot(bucket: datetime, grp: str) -> Counts:
@@ -170,7 +174,8 @@ async def event_counts(
         for name, value in row.items():
             if name not in ("bucket", "grp"):
                 counts[name] = value
-    _add_to_date(to_date, aligned, slot)
+    if to_date is not None:
+        _add_to_date(to_date, aligned, slot)
     return result
 
 
