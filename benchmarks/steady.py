@@ -99,6 +99,7 @@ class _Connection(asyncio.Protocol):
         self.load = load
         self.buffer = bytearray()
         self.due = 0.0
+        self.warming = False  # its warm-up request is out (not measured)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +133,8 @@ class _Load:
     outstanding: int = 0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     scheduled_all: bool = False
+    warm: asyncio.Event = field(default_factory=asyncio.Event)
+    warming: int = 0
 
     def dispatch(self, due: float, request: bytes) -> None:
         self.outstanding += 1
@@ -141,6 +144,13 @@ class _Load:
             self.waiting.append((due, request))
 
     def answered(self, conn: _Connection, status: int) -> None:
+        if conn.warming:
+            conn.warming = False
+            self.free.append(conn)
+            self.warming -= 1
+            if not self.warming:
+                self.warm.set()
+            return
         self.result.latencies_ms.append((time.perf_counter() - conn.due) * 1000)
         self.result.errors += status != 200
         self.outstanding -= 1
@@ -160,11 +170,18 @@ async def run(url: str, key: str, database_url: str, site_id: int, rate: float, 
     result = Result()
     load = _Load(result)
     loop = asyncio.get_running_loop()
+    warm_up = f"GET /healthz HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode()
     for _ in range(connections):
         _, conn = await loop.create_connection(
             lambda: _Connection(load), parts.hostname or "127.0.0.1", parts.port or 80
         )
-        load.free.append(conn)
+        conn.warming, load.warming = True, load.warming + 1
+        conn.send(0.0, warm_up)
+    # every connection answered once, and the lag sampler connected, before the clock starts: the
+    # first requests on new connections would otherwise measure the set-up, not the server
+    lag_conn = await asyncpg.connect(database_url)
+    await lag_conn.fetchval("SELECT 1")
+    await load.warm.wait()
     start = time.perf_counter() + 0.2
 
     async def schedule() -> None:
@@ -183,7 +200,7 @@ async def run(url: str, key: str, database_url: str, site_id: int, rate: float, 
         await load.done.wait()
 
     async def sample_lag(stop: asyncio.Event) -> None:
-        conn = await asyncpg.connect(database_url)
+        conn = lag_conn
         try:
             while not stop.is_set():
                 lag = await conn.fetchval(

@@ -32,22 +32,24 @@ class Freshness:
 
 
 async def wait_for_derivation(conn: asyncpg.Connection, site_id: int, wait_seconds: float) -> Freshness:
-    """Wait up to wait_seconds until the site's inbox holds nothing acknowledged before now."""
-    target = await inbox.newest_id(conn, site_id)
-    complete = target is None
-    deadline = time.monotonic() + wait_seconds
-    while not complete:
-        complete = not await inbox.pending_through(conn, site_id, target)  # type: ignore[arg-type]
-        if complete or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(POLL_SECONDS)
-    oldest = await inbox.oldest_received(conn, site_id)
+    """Wait up to wait_seconds until the site's inbox holds nothing acknowledged before now. When
+    nothing waits (the usual read), one query."""
+    target, oldest, last = await inbox.read_state(conn, site_id)
+    complete = oldest is None
+    if not complete:
+        deadline = time.monotonic() + wait_seconds
+        while not (complete := not await inbox.pending_through(conn, site_id, target)):  # type: ignore[arg-type]
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        oldest = await inbox.oldest_received(conn, site_id)
+        if oldest is None:
+            last = await inbox.last_derived(conn, site_id)
     now = datetime.now(UTC)
     if oldest is not None:
         return Freshness(oldest, max(0.0, (now - oldest).total_seconds()), complete)
     # nothing waits: everything received is derived; the site's last derivation keeps answers (and
     # their ETags) the same until new data arrives
-    last = await inbox.last_derived(conn, site_id)
     return Freshness(last or now, 0.0, True)
 
 

@@ -256,6 +256,19 @@ async def newest_id(conn: asyncpg.Connection, site_id: int) -> int | None:
     return value
 
 
+async def read_state(conn: asyncpg.Connection, site_id: int) -> tuple[int | None, datetime | None, datetime | None]:
+    """What a read starts from, in one round trip: the site's newest inbox id, when its oldest
+    waiting row was received (None: nothing waits), and when its last derivation committed."""
+    row = await conn.fetchrow(
+        f"""SELECT (SELECT max(inbox_id) FROM inbox WHERE site_id = $1) AS newest,
+                   (SELECT received_at FROM inbox WHERE site_id = $1 AND {_live("$1")}
+                    ORDER BY inbox_id LIMIT 1) AS oldest,
+                   (SELECT derived_at FROM pipeline_watermark WHERE site_id = $1) AS derived""",
+        site_id,
+    )
+    return row["newest"], row["oldest"], row["derived"]
+
+
 async def pending_through(conn: asyncpg.Connection, site_id: int, inbox_id: int) -> bool:
     """Is any row up to this id still waiting?"""
     return bool(
