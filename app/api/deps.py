@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection
 
 from app import metrics
 from app.api.freshness import Freshness, wait_for_derivation
+from app.api.params import check_period
 from app.api.ratelimit import RateLimits, address_identity, client_host, truncated_address
 from app.config import Settings
 from app.errors import Forbidden, Unauthorized
@@ -201,6 +202,7 @@ async def read_site(request: Request) -> Site:
     """The site of a read (or admin) key; the request waits for the events acknowledged before it
     (bounded), so what it reads includes them."""
     site = (await secret_key(request)).site
+    check_period(request, site)
     await _wait_for_derivation(request, site)
     return site
 

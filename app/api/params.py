@@ -112,6 +112,14 @@ def period_of(start: str, end: str, zone: ZoneInfo, max_days: int = MAX_PERIOD_D
     return bounds[0], bounds[1]
 
 
+def check_period(request: Request, site: Site) -> None:
+    """A request's from / to (every read endpoint that takes a period names them so), checked as its
+    handler will check them, before the read waits for derivation: a bad period costs a key lookup."""
+    query = request.query_params
+    if "from" in query and "to" in query:
+        period_of(query["from"], query["to"], zone_of(query.get("tz"), site), max_period_days(request))
+
+
 def wants_csv(request: Request, fmt: str | None) -> bool:
     return fmt == "csv" or (fmt is None and "text/csv" in request.headers.get("accept", ""))
 

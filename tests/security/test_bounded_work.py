@@ -95,3 +95,18 @@ async def test_a_yaml_alias_bomb_is_refused_with_422(client: httpx.AsyncClient, 
     assert (body["details"][0]["rule"], body["details"][0]["field"]) == (0, "when.path.regex")
     current = await client.get("/v1/rules", headers=admin)
     assert current.json()["version"] == 0  # nothing stored
+
+
+async def test_a_bad_period_is_refused_before_the_read_waits_for_derivation(settings: Settings) -> None:
+    """With events waiting that no deriver will take, a read would wait read_wait_seconds; a period
+    out of range is answered 400 at once (after the key lookup), without that wait."""
+    app = create_app(settings.model_copy(update={"deriver": False, "read_wait_seconds": 120}))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://racetrack.test") as c:
+            site = await create_site(c)
+            event = {"type": "page", "anonymousId": "a", "timestamp": "2026-03-01T10:00:00Z"}
+            assert (await c.post("/v1/batch", json={"batch": [event]}, auth=(site["write_key"], ""))).status_code == 200
+            params = {"from": "0001-01-01", "to": "9999-12-31", "granularity": "total"}
+            answer = await asyncio.wait_for(c.get("/v1/kpis", params=params, headers=read(site)), 60)
+            error(answer, 400, "invalid_parameter", "from")
