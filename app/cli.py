@@ -35,6 +35,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     migrate(url)
     os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
+    os.environ["RACETRACK_WORKERS"] = str(args.workers)  # without Redis, each worker limits its share
     if (args.workers > 1 or settings.derive_processes) and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(settings)
     if settings.derive_processes:

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     max_period_days: int = 3700  # longest from..to of a read (about ten years)
     read_statement_timeout_ms: int = 15_000  # every statement of a request; background work has none
     redis_url: str | None = None  # rate limits shared across workers and hosts; None: per process
+    workers: int = Field(default=1, ge=1)  # `serve --workers`: without Redis, each worker counts its share
     rate_limit_prefix: str = "racetrack"  # Redis key prefix (deployments sharing one Redis)
     rate_limit_ingest_key: str = "2000/second"  # per write key (limits' notation: "N/second;M/minute")
     rate_limit_ingest_address: str = "500/second"  # per client address on ingestion

@@ -22,6 +22,10 @@ an attacker's loop does, then costs one refusal per connection per second instea
 workers can answer. Held answers cost a timer each; past rate_limit_hold_max at once a process
 answers at once.
 
+Without Redis, each of `serve --workers N` processes counts its share of every limit (a 1/N, rounded
+up): the server as a whole admits about the limit, not N times it, and a client whose connections
+all land on one worker gets that worker's share.
+
 Client addresses are never kept raw: limits count a keyed hash of the address (IPv6 by /64), logs show
 it truncated (IPv4 /24, IPv6 /48)."""
 
@@ -92,6 +96,13 @@ def burst(item: RateLimitItem) -> int:
     return max(item.amount // LEASE_FRACTION, min(PACE_BURST, item.amount // 2))
 
 
+def _shared(items: list[RateLimitItem], workers: int) -> list[RateLimitItem]:
+    """One process's share of limits that `workers` processes count apart (in memory)."""
+    if workers <= 1:
+        return items
+    return [type(i)(math.ceil(i.amount / workers), i.multiples, i.namespace) for i in items]
+
+
 @dataclass(slots=True)
 class _Lease:
     left: int
@@ -110,10 +121,11 @@ class RateLimits:
         self.storage = storage
         self._counter = SlidingWindowCounterRateLimiter(storage)
         self._exact = MovingWindowRateLimiter(storage)
-        self.ingest_key = parse_many(settings.rate_limit_ingest_key)
-        self.ingest_address = parse_many(settings.rate_limit_ingest_address)
-        self.read_key = parse_many(settings.rate_limit_read_key)
-        self.failed_auth = parse_many(settings.rate_limit_failed_auth)
+        share = 1 if settings.redis_url else settings.workers
+        self.ingest_key = _shared(parse_many(settings.rate_limit_ingest_key), share)
+        self.ingest_address = _shared(parse_many(settings.rate_limit_ingest_address), share)
+        self.read_key = _shared(parse_many(settings.rate_limit_read_key), share)
+        self.failed_auth = _shared(parse_many(settings.rate_limit_failed_auth), share)
         self._leases: dict[tuple[str, str, RateLimitItem], _Lease] = {}
         self.hold_seconds = settings.rate_limit_hold_seconds
         self.hold_max = settings.rate_limit_hold_max

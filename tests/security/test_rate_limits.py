@@ -257,3 +257,15 @@ async def test_guessing_keys_at_the_dashboard_sign_in_is_limited(settings: Setti
         refused = await sign_in(site["read_key"])  # from this address, even the right key waits
         assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
         assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_without_redis_each_worker_counts_its_share_of_a_limit(settings: Settings) -> None:
+    """`serve --workers 2` without Redis: each worker allows half (rounded up), so the server as a
+    whole admits about the limit; with Redis every worker counts against the one shared limit."""
+    update = {"rate_limit_ingest_address": "500/second", "rate_limit_failed_auth": "3/minute", "workers": 2}
+    alone = RateLimits(settings.model_copy(update={**update, "redis_url": None}))
+    assert [(i.amount, i.get_expiry()) for i in alone.ingest_address] == [(250, 1)]
+    assert [(i.amount, i.get_expiry()) for i in alone.failed_auth] == [(2, 60)]
+    shared = RateLimits(settings.model_copy(update={**update, "redis_url": REDIS}))
+    assert [i.amount for i in shared.ingest_address] == [500]
+    assert [i.amount for i in shared.failed_auth] == [3]
