@@ -156,14 +156,13 @@ async def event_counts(
     minutes that needs none of them."""
     aligned = [b.aligned for b in bucket_list]
     ends = [b.end for b in bucket_list]
-    window = [_fetch(pool, _event_counts_sql(q), *q.params), _fetch(pool, _session_counts_sql(q), *q.params)]
+    queries = [_fetch(pool, _event_counts_sql(q), *q.params), _fetch(pool, _session_counts_sql(q), *q.params)]
     if history:
-        window += [
-            _fetch(pool, _active_customers_sql(q), *q.params, aligned, ends, hash_joins=True),
-            _fetch(pool, _to_date_sql(q), *q.params),
-        ]
-    events, sessions, *rest = await asyncio.gather(*window)
-    active, to_date = rest or ([], None)
+        queries.append(_fetch(pool, _active_customers_sql(q), *q.params, aligned, ends, hash_joins=True))
+        queries.append(_fetch(pool, _to_date_sql(q), *q.params))
+    found = await asyncio.gather(*queries)
+    events, sessions = found[0], found[1]
+    active, to_date = (found[2], found[3]) if history else ([], None)
     result: dict[tuple[datetime, str], Counts] = {}
 
     def slot(bucket: datetime, grp: str) -> Counts:
